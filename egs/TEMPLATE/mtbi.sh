@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The shared mtbi stage driver (like ESPnet's egs2/TEMPLATE/asr/asr.sh). Each recipe's run.sh
+# sets its corpus options and calls it with "$@"; run it from the recipe directory.
+set -euo pipefail
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
+}
+min() { [ "$1" -lt "$2" ] && echo "$1" || echo "$2"; }
+
+# General options
+stage=1              # first stage to run
+stop_stage=10000     # last stage to run
+nj=4                 # parallel jobs for data preparation and feature extraction
+expdir=exp           # experiments and stage logs
+# Data preparation (stage 1)
+train_set=           # training data dir name under data/
+valid_set=           # validation data dir name
+test_sets=           # space-separated test data dir names
+local_data_opts=     # extra options for local/data.sh
+# Features (stage 2)
+n_mels=80            # 80 (Whisper up to large-v2) or 128 (large-v3)
+dumpdir=dump         # features go to ${dumpdir}/logmel${n_mels}/<set>
+allow_upsample=false # true: accept audio below 16 kHz (upsampled), else it is skipped
+
+help_message=$(cat << EOF
+Usage: $0 --train_set <name> --valid_set <name> --test_sets "<names>" [options]
+
+Stages (select with --stage N --stop_stage M):
+  1  data preparation: local/data.sh -> data/<set>/{wav.scp,text,utt2spk,spk2utt}
+  2  log-mel features (sharded over --nj)  -> ${dumpdir}/logmel<n_mels>/<set>/feats.scp
+  3  word alignment                        -> data/<set>/word_align
+  4  teacher LLM and speech encoder        -> ${expdir}/teacher, ${expdir}/encoder
+  5  imitation targets by the teacher      -> ${expdir}/targets/<set>/targets.jsonl
+  6  SLLM training                         -> ${expdir}/sllm_<tag>
+  7  benchmark inference                   -> ${expdir}/sllm_<tag>/bench_<set>/hyp.jsonl
+  8  scoring and report                    -> ${expdir}/sllm_<tag>/bench_<set>/scores.json
+
+Options (defaults in brackets):
+  --stage, --stop_stage  stages to run [${stage}, ${stop_stage}]
+  --nj                   parallel jobs [${nj}]
+  --expdir               experiment dir [${expdir}]
+  --train_set, --valid_set, --test_sets   data dir names [${train_set}, ${valid_set}, ${test_sets}]
+  --local_data_opts      options passed to local/data.sh [${local_data_opts}]
+  --n_mels               mel bins, 80 or 128 [${n_mels}]
+  --dumpdir              feature dir [${dumpdir}]
+  --allow_upsample       accept audio below 16 kHz [${allow_upsample}]
+EOF
+)
+
+log "$0 $*"
+run_args=$(printf '%q ' "$@")
+. utils/parse_options.sh
+
+if [ $# -ne 0 ]; then
+    log "ERROR: unexpected positional arguments: $*"; log "${help_message}"; exit 1
+fi
+for var in train_set valid_set test_sets; do
+    if [ -z "${!var}" ]; then
+        log "ERROR: --${var} is required (set it in run.sh)"; exit 1
+    fi
+done
+
+. ./path.sh
+. ./cmd.sh
+
+all_sets="${train_set} ${valid_set} ${test_sets}"
+feats_dir="${dumpdir}/logmel${n_mels}"
+mkdir -p "${expdir}/log"
+
+# Write the command that re-runs stage $1 alone to ${expdir}/run_stage$1.sh.
+write_stage_script() {
+    local script="${expdir}/run_stage$1.sh"
+    printf '#!/usr/bin/env bash\n# Re-runs stage %s alone with the options of this run.\ncd %q\n./mtbi.sh %s--stage %s --stop_stage %s\n' \
+        "$1" "${PWD}" "${run_args}" "$1" "$1" > "${script}"
+    chmod +x "${script}"
+}
+
+# Fail with the stage that makes a missing input.
+require() {
+    local path=$1 maker=$2
+    if [ ! -e "${path}" ]; then
+        log "ERROR: ${path} is missing; it is made by ${maker}"; exit 1
+    fi
+}
+
+not_implemented() {
+    log "ERROR: not implemented yet: stage $1"; exit 1
+}
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    log "Stage 1: data preparation for ${all_sets}"
+    write_stage_script 1
+    # shellcheck disable=SC2086  # local_data_opts holds several options
+    local/data.sh --sets "${all_sets}" --nj "${nj}" --allow_upsample "${allow_upsample}" \
+        ${local_data_opts} 2>&1 | tee "${expdir}/log/stage1.log" >&2
+    for dset in ${all_sets}; do
+        python -m mtbi.bin.validate_data_dir "data/${dset}"
+    done
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+    log "Stage 2: log-mel features (${n_mels} bins) -> ${feats_dir}"
+    write_stage_script 2
+    for dset in ${all_sets}; do
+        require "data/${dset}/wav.scp" "stage 1"
+        out="${feats_dir}/${dset}"
+        num_utts=$(wc -l < "data/${dset}/wav.scp")
+        _nj=$(min "${nj}" "${num_utts}")
+        log "features for data/${dset} (${num_utts} utterances, ${_nj} jobs), logs in ${out}/log"
+        ${train_cmd} JOB=1:"${_nj}" "${out}/log/extract_feats.JOB.log" \
+            python -m mtbi.bin.extract_feats --data_dir "data/${dset}" --out_dir "${out}" \
+                --shard JOB --num_shards "${_nj}" --n_mels "${n_mels}" --allow_upsample "${allow_upsample}"
+        python -m mtbi.bin.merge_feats --data_dir "data/${dset}" --out_dir "${out}" --num_shards "${_nj}" \
+            2>&1 | tee "${out}/log/merge_feats.log" >&2
+    done
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+    log "Stage 3: word alignment"
+    not_implemented 3
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    log "Stage 4: teacher LLM and speech encoder"
+    not_implemented 4
+fi
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+    log "Stage 5: imitation targets"
+    not_implemented 5
+fi
+
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+    log "Stage 6: SLLM training"
+    not_implemented 6
+fi
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+    log "Stage 7: benchmark inference"
+    not_implemented 7
+fi
+
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+    log "Stage 8: scoring and report"
+    not_implemented 8
+fi
+
+log "Successfully finished. [elapsed=${SECONDS}s]"

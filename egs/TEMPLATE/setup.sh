@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Creates a new recipe from TEMPLATE: links the shared files (mtbi.sh, path.sh, cmd.sh, utils)
+# and writes run.sh, db.sh and a local/data.sh stub, the one corpus-specific file to write.
+#
+#   egs/TEMPLATE/setup.sh egs/mycorpus_mtbi
+set -euo pipefail
+
+if [ $# -ne 1 ]; then
+    echo "Usage: $0 <new recipe dir, e.g. egs/mycorpus_mtbi>" >&2; exit 1
+fi
+target=$1
+template="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
+if [ -e "${target}" ]; then
+    echo "$0: ${target} already exists; choose a new directory" >&2; exit 1
+fi
+mkdir -p "${target}/local" "${target}/conf"
+rel=$(realpath --relative-to="${target}" "${template}")
+for f in mtbi.sh path.sh cmd.sh utils; do
+    ln -s "${rel}/${f}" "${target}/${f}"
+done
+
+name=$(basename "${target}")
+corpus=${name%_mtbi}
+db_var=$(echo "${corpus}" | tr '[:lower:]-' '[:upper:]_')
+
+cat > "${target}/db.sh" << EOF
+# Corpus location for ${corpus}.
+${db_var}=\${${db_var}:-}
+EOF
+
+cat > "${target}/run.sh" << 'EOF'
+#!/usr/bin/env bash
+# MTBI recipe. Options go to mtbi.sh; see ./mtbi.sh --help.
+set -euo pipefail
+
+train_set=train
+valid_set=dev
+test_sets="test"
+
+./mtbi.sh \
+    --train_set "${train_set}" \
+    --valid_set "${valid_set}" \
+    --test_sets "${test_sets}" \
+    "$@"
+EOF
+
+cat > "${target}/local/data.sh" << EOF
+#!/usr/bin/env bash
+# Stage 1 for ${corpus}: write data/<set>/{wav.scp,text,utt2spk,spk2utt} for each --sets name,
+# e.g. with python -m mtbi.bin.prepare_data or a reader of your own (see egs/librispeech_mtbi).
+set -euo pipefail
+
+sets="train dev test"
+nj=4
+allow_upsample=false
+. utils/parse_options.sh
+. ./db.sh
+
+echo "\$0: write the data preparation of ${corpus} here (corpus path: \${${db_var}})" >&2
+exit 1
+EOF
+chmod +x "${target}/run.sh" "${target}/local/data.sh"
+echo "Created ${target}: write ${target}/local/data.sh and set ${db_var} in ${target}/db.sh"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Common Voice (English) MTBI recipe. Without a corpus path in db.sh it runs on the synthetic
+# mini corpus. Options go to mtbi.sh; see ./mtbi.sh --help.
+set -euo pipefail
+
+lang=en
+train_set=train_${lang}
+valid_set=dev_${lang}
+test_sets="test_${lang}"
+
+./mtbi.sh \
+    --train_set "${train_set}" \
+    --valid_set "${valid_set}" \
+    --test_sets "${test_sets}" \
+    "$@"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# LibriSpeech MTBI recipe. Without a corpus path in db.sh it runs on the synthetic mini corpus.
+# Options go to mtbi.sh, e.g. ./run.sh --stage 2 --stop_stage 2 --nj 8; see ./mtbi.sh --help.
+set -euo pipefail
+
+train_set=train_clean_100
+valid_set=dev_clean
+test_sets="test_clean"
+
+./mtbi.sh \
+    --train_set "${train_set}" \
+    --valid_set "${valid_set}" \
+    --test_sets "${test_sets}" \
+    "$@"

@@ -1,0 +1,1 @@
+"""One ``python -m mtbi.bin.<name>`` entry point per stage step; each only parses arguments."""

@@ -1,0 +1,203 @@
+"""Kaldi-style data directories: read, write and validate.
+
+A data dir holds ``wav.scp``, ``text``, ``utt2spk`` and ``spk2utt`` (and optionally
+``segments``), each sorted by key in C-locale order with unique keys. Utterance ids are
+prefixed by their speaker id so that sorting by utterance also groups speakers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from mtbi.errors import MtbiError
+from mtbi.io import atomic_write
+
+REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
+# Ids travel through shell command lines and file names: keep them to a safe alphabet.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One utterance of a corpus, as stage 1 writes it."""
+
+    utt_id: str
+    speaker: str
+    audio: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation finding, printed as ``file:line: message``."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.message}"
+
+
+def read_table(path: str | Path, *, allow_empty_value: bool = False) -> dict[str, str]:
+    """Read a ``key value...`` file into an ordered dict.
+
+    Raises :class:`MtbiError` naming the file and line for a missing file, a line that is
+    not UTF-8, a line without a value, or a duplicate key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MtbiError(f"{path}: file not found")
+    table: dict[str, str] = {}
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\n")
+            except UnicodeDecodeError:
+                raise MtbiError(f"{path}:{lineno}: not valid UTF-8; re-encode the file as UTF-8") from None
+            key, _, value = line.strip().partition(" ")
+            value = value.strip()
+            if not key:
+                raise MtbiError(f"{path}:{lineno}: empty line")
+            if not value and not allow_empty_value:
+                raise MtbiError(f"{path}:{lineno}: '{key}' has no value")
+            if key in table:
+                raise MtbiError(f"{path}:{lineno}: duplicate key '{key}'")
+            table[key] = value
+    return table
+
+
+def write_table(path: str | Path, table: dict[str, str] | Iterable[tuple[str, str]]) -> None:
+    """Write ``key value`` lines sorted by key (C-locale order), atomically."""
+    items = table.items() if isinstance(table, dict) else table
+    with atomic_write(path) as f:
+        for key, value in sorted(items):
+            f.write(f"{key} {value}\n")
+
+
+def write_data_dir(out_dir: str | Path, utterances: Sequence[Utterance]) -> None:
+    """Write ``wav.scp``, ``text``, ``utt2spk`` and ``spk2utt`` for ``utterances``."""
+    out_dir = Path(out_dir)
+    seen: set[str] = set()
+    for utt in utterances:
+        if utt.utt_id in seen:
+            raise MtbiError(f"{out_dir}: duplicate utterance id '{utt.utt_id}'")
+        seen.add(utt.utt_id)
+    write_table(out_dir / "wav.scp", ((u.utt_id, u.audio) for u in utterances))
+    write_table(out_dir / "text", ((u.utt_id, u.text) for u in utterances))
+    write_table(out_dir / "utt2spk", ((u.utt_id, u.speaker) for u in utterances))
+    spk2utt: dict[str, list[str]] = {}
+    for utt in sorted(utterances, key=lambda u: u.utt_id):
+        spk2utt.setdefault(utt.speaker, []).append(utt.utt_id)
+    write_table(out_dir / "spk2utt", ((s, " ".join(u)) for s, u in spk2utt.items()))
+
+
+def subset_data_dir(src: str | Path, dst: str | Path, keep: set[str]) -> None:
+    """Copy the data dir ``src`` to ``dst`` keeping only the utterances in ``keep``."""
+    src, dst = Path(src), Path(dst)
+    for name in ("wav.scp", "text", "utt2spk"):
+        table = read_table(src / name, allow_empty_value=name == "text")
+        write_table(dst / name, {k: v for k, v in table.items() if k in keep})
+    spk2utt: dict[str, list[str]] = {}
+    for utt, spk in read_table(dst / "utt2spk").items():
+        spk2utt.setdefault(spk, []).append(utt)
+    write_table(dst / "spk2utt", ((s, " ".join(u)) for s, u in spk2utt.items()))
+
+
+def utt_ids(data_dir: str | Path) -> list[str]:
+    """The sorted utterance ids of a data dir (keys of ``text``)."""
+    return sorted(read_table(Path(data_dir) / "text", allow_empty_value=True))
+
+
+def validate_data_dir(data_dir: str | Path) -> list[Problem]:
+    """Check a data dir against the Kaldi conventions; return every problem found."""
+    data_dir = Path(data_dir)
+    problems: list[Problem] = []
+    if not data_dir.is_dir():
+        return [Problem(str(data_dir), 0, "data directory not found")]
+    tables: dict[str, dict[str, str]] = {}
+    for name in REQUIRED_FILES + ("segments",):
+        path = data_dir / name
+        if not path.exists():
+            if name != "segments":
+                problems.append(Problem(str(path), 0, "required file missing"))
+            continue
+        table, found = _scan_table(path)
+        problems += found
+        tables[name] = table
+
+    utt2spk = tables.get("utt2spk", {})
+    for utt, spk in utt2spk.items():
+        if not utt.startswith(spk):
+            problems.append(Problem(str(data_dir / "utt2spk"), 0,
+                                    f"utterance id '{utt}' is not prefixed by its speaker id '{spk}'"))
+    for name in ("text",) + (("segments",) if "segments" in tables else ("wav.scp",)):
+        if name not in tables or "utt2spk" not in tables:
+            continue
+        for utt in sorted(set(utt2spk) - set(tables[name])):
+            problems.append(Problem(str(data_dir / name), 0, f"utterance '{utt}' (in utt2spk) is missing"))
+        for utt in sorted(set(tables[name]) - set(utt2spk)):
+            problems.append(Problem(str(data_dir / name), 0, f"utterance '{utt}' is not in utt2spk"))
+    if "text" in tables:
+        for lineno, (utt, text) in enumerate(tables["text"].items(), 1):
+            if not text.strip():
+                problems.append(Problem(str(data_dir / "text"), lineno, f"empty transcript for '{utt}'"))
+    if "spk2utt" in tables and "utt2spk" in tables:
+        expected: dict[str, set[str]] = {}
+        for utt, spk in utt2spk.items():
+            expected.setdefault(spk, set()).add(utt)
+        actual = {spk: set(v.split()) for spk, v in tables["spk2utt"].items()}
+        if expected != actual:
+            problems.append(Problem(str(data_dir / "spk2utt"), 0,
+                                    "does not match utt2spk; regenerate it from utt2spk"))
+    if "segments" in tables and "wav.scp" in tables:
+        for lineno, (utt, value) in enumerate(tables["segments"].items(), 1):
+            fields = value.split()
+            seg_file = str(data_dir / "segments")
+            if len(fields) != 3:
+                problems.append(Problem(seg_file, lineno, "expected 'utt recording start end'"))
+                continue
+            rec, start, end = fields
+            if rec not in tables["wav.scp"]:
+                problems.append(Problem(seg_file, lineno, f"recording '{rec}' is not in wav.scp"))
+            try:
+                if not 0 <= float(start) < float(end):
+                    problems.append(Problem(seg_file, lineno, f"bad times {start} {end} for '{utt}'"))
+            except ValueError:
+                problems.append(Problem(seg_file, lineno, f"non-numeric times for '{utt}'"))
+    return problems
+
+
+def _scan_table(path: Path) -> tuple[dict[str, str], list[Problem]]:
+    """Read ``path`` leniently, collecting every format problem instead of stopping."""
+    table: dict[str, str] = {}
+    problems: list[Problem] = []
+    previous = None
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\n")
+            except UnicodeDecodeError:
+                problems.append(Problem(str(path), lineno, "not valid UTF-8"))
+                continue
+            key, _, value = line.strip().partition(" ")
+            if not key:
+                problems.append(Problem(str(path), lineno, "empty line"))
+                continue
+            if not ID_PATTERN.match(key):
+                problems.append(Problem(str(path), lineno,
+                                        f"id '{key}' has characters outside [A-Za-z0-9_.-]"))
+            if key in table:
+                problems.append(Problem(str(path), lineno, f"duplicate id '{key}'"))
+            elif previous is not None and key < previous:
+                problems.append(Problem(str(path), lineno,
+                                        f"not sorted: '{key}' after '{previous}' (sort with LC_ALL=C)"))
+            if not value.strip() and path.name != "text":
+                problems.append(Problem(str(path), lineno, f"'{key}' has no value"))
+            table.setdefault(key, value.strip())
+            previous = key
+    return table, problems

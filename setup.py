@@ -1,0 +1,28 @@
+"""mtbi: multi-task behavior imitation recipes for speech large language models."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mtbi",
+    version="0.1.0",
+    description="ESPnet-style recipes for speech LLMs trained by multi-task behavior imitation",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mtbi", "mtbi.*"]),
+    package_data={"mtbi": ["**/*.yaml"]},
+    install_requires=[
+        "torch>=2.1",  # tools/install.sh installs the CPU build first; any CUDA build works too
+        "numpy>=1.24",
+        "soundfile>=0.13",  # bundles libsndfile >= 1.2 with FLAC and MP3
+        "soxr>=0.3",
+        "kaldiio>=2.18",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+        "sentencepiece>=0.2",
+        "transformers>=4.45",
+        "espeakng-loader>=0.2.4",  # espeak-ng library and voices for the mini corpus, no apt step
+    ],
+    extras_require={"test": ["pytest>=8"]},
+)

@@ -1,0 +1,65 @@
+"""Shared fixtures: small corpora in the real LibriSpeech and Common Voice layouts."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tone(seconds: float, sample_rate: int, freq: float = 440.0, channels: int = 1) -> np.ndarray:
+    """A sine tone with a little noise, shape (samples,) or (samples, channels)."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    wave = wave.astype(np.float32)
+    return wave if channels == 1 else np.stack([wave] * channels, axis=1)
+
+
+@pytest.fixture
+def librispeech_root(tmp_path: Path) -> Path:
+    """``LibriSpeech/dev-clean`` with 2 readers x 1 chapter x 2 utterances (16 kHz flac)."""
+    root = tmp_path / "LibriSpeech"
+    for reader, chapter in (("84", "121123"), ("174", "50561")):
+        chapter_dir = root / "dev-clean" / reader / chapter
+        chapter_dir.mkdir(parents=True)
+        lines = []
+        for n in range(2):
+            utt = f"{reader}-{chapter}-{n:04d}"
+            sf.write(chapter_dir / f"{utt}.flac", tone(1.0 + n, 16000, 300 + 100 * n), 16000)
+            lines.append(f"{utt} HELLO WORLD NUMBER {n}\n")
+        (chapter_dir / f"{reader}-{chapter}.trans.txt").write_text("".join(lines))
+    return root
+
+
+CV_HEADER = ["client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes",
+             "down_votes", "age", "gender", "accents", "variant", "locale", "segment"]
+
+
+def write_cv_tsv(path: Path, rows: list[dict[str, str]], header: list[str] = CV_HEADER) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([row.get(c, "") for c in header])
+
+
+@pytest.fixture
+def commonvoice_root(tmp_path: Path) -> Path:
+    """A Common Voice language dir: 6 validated 48 kHz mp3 clips, 1 in dev, 1 in test."""
+    root = tmp_path / "cv" / "en"
+    (root / "clips").mkdir(parents=True)
+    rows = []
+    for n in range(6):
+        clip = f"common_voice_en_{n}.mp3"
+        sf.write(root / "clips" / clip, tone(1.5, 48000, 200 + 50 * n), 48000)
+        rows.append({"client_id": f"spk{n % 2}", "path": clip, "sentence": f"Sentence number {n}.",
+                     "locale": "en"})
+    write_cv_tsv(root / "validated.tsv", rows)
+    write_cv_tsv(root / "dev.tsv", rows[4:5])
+    write_cv_tsv(root / "test.tsv", rows[5:6])
+    return root

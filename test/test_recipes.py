@@ -1,0 +1,113 @@
+"""Recipe runs through the real shell (run.sh -> mtbi.sh -> run.pl -> mtbi.bin.*).
+
+Each test makes its recipe in tmp_path with egs/TEMPLATE/setup.sh and copies the recipe's own
+run.sh, db.sh and local/data.sh into it, so the repository's egs/ stays clean.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import kaldiio
+import pytest
+
+from conftest import REPO_ROOT
+from mtbi.data.datadir import read_table, validate_data_dir
+
+TINY = "--mini_train 12 --mini_dev 4 --mini_test 4"
+
+
+def make_recipe(tmp_path: Path, name: str, source: str | None = None) -> Path:
+    recipe = tmp_path / "egs" / name
+    subprocess.run([str(REPO_ROOT / "egs" / "TEMPLATE" / "setup.sh"), str(recipe)], check=True,
+                   capture_output=True)
+    if source:
+        for rel in ("run.sh", "db.sh", "local/data.sh"):
+            shutil.copy(REPO_ROOT / "egs" / source / rel, recipe / rel)
+    return recipe
+
+
+def run(recipe: Path, *args: str, script: str = "./run.sh") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "COMMONVOICE")}
+    return subprocess.run([script, *args], cwd=recipe, env=env, capture_output=True, text=True)
+
+
+def check_stage2(recipe: Path, sets: list[str], sizes: list[int]) -> None:
+    os.chdir(recipe)  # feats.scp paths are relative to the recipe dir, as in ESPnet
+    for dset, size in zip(sets, sizes):
+        assert validate_data_dir(recipe / "data" / dset) == []
+        assert len(read_table(recipe / "data" / dset / "text")) == size
+        dump = recipe / "dump" / "logmel80" / dset
+        feats = dict(kaldiio.load_scp(str(dump / "feats.scp")))
+        frames = read_table(dump / "utt2num_frames")
+        assert sorted(feats) == sorted(frames) == sorted(read_table(recipe / "data" / dset / "text"))
+        for utt, mat in feats.items():
+            assert mat.shape == (int(frames[utt]), 80)
+            assert 100 < mat.shape[0] < 800  # 1 to 8 s of speech
+        assert (dump / "log" / "extract_feats.1.log").read_text().startswith("# python -m mtbi.bin.extract_feats")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source, sets", [
+    ("librispeech_mtbi", ["train_clean_100", "dev_clean", "test_clean"]),
+    ("commonvoice_mtbi", ["train_en", "dev_en", "test_en"]),
+])
+def test_recipe_stages_1_2_on_mini_corpus(tmp_path: Path, source: str, sets: list[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = make_recipe(tmp_path, source, source)
+    result = run(recipe, "--stage", "1", "--stop_stage", "2", "--nj", "2", "--local_data_opts", TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_stage2(recipe, sets, [12, 4, 4])
+    assert "Successfully finished" in result.stderr
+    stage1_log = (recipe / "exp" / "log" / "stage1.log").read_text()
+    assert "12 utterances from 8 speakers, 0 skipped" in stage1_log
+    rerun_script = (recipe / "exp" / "run_stage2.sh").read_text()
+    assert "./mtbi.sh" in rerun_script and "--stage 2 --stop_stage 2" in rerun_script
+
+    again = run(recipe, "--stage", "1", "--stop_stage", "2", "--nj", "2", "--local_data_opts", TINY)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "mini corpus already built" in again.stderr
+    assert "already prepared" in again.stderr and "features already merged" in again.stderr
+
+
+@pytest.mark.slow
+def test_setup_sh_makes_a_working_third_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = make_recipe(tmp_path, "toy_mtbi")
+    assert os.path.islink(recipe / "mtbi.sh") and (recipe / "utils" / "run.pl").exists()
+    stub = run(recipe, "--stage", "1", "--stop_stage", "1")
+    assert stub.returncode != 0 and "write the data preparation of toy here" in stub.stderr
+    (recipe / "local" / "data.sh").write_text("""#!/usr/bin/env bash
+set -euo pipefail
+sets=; nj=1; allow_upsample=false
+. utils/parse_options.sh
+root=$(python -m mtbi.bin.make_mini_corpus --out_dir downloads/toy --num_train 4 --num_dev 2 --num_test 2)
+for s in ${sets}; do
+  python -m mtbi.bin.prepare_data --corpus librispeech --root "${root}" --out_dir data/${s} \\
+      --parts $(case ${s} in train) echo train-clean-100;; dev) echo dev-clean;; *) echo test-clean;; esac)
+done
+""")
+    result = run(recipe, "--stage", "1", "--stop_stage", "2", "--nj", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_stage2(recipe, ["train", "dev", "test"], [4, 2, 2])
+
+
+def test_missing_input_names_the_stage_that_makes_it(tmp_path: Path) -> None:
+    recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
+    result = run(recipe, "--stage", "2", "--stop_stage", "2")
+    assert result.returncode == 1
+    assert "ERROR: data/train_clean_100/wav.scp is missing; it is made by stage 1" in result.stderr
+
+
+def test_driver_options(tmp_path: Path) -> None:
+    recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
+    helped = run(recipe, "--help")
+    assert helped.returncode == 0 and "--stop_stage" in helped.stderr and "Stages" in helped.stderr
+    bad = run(recipe, "--stagee", "3")
+    assert bad.returncode == 1 and "unknown option --stagee" in bad.stderr
+    later = run(recipe, "--stage", "3", "--stop_stage", "3")
+    assert later.returncode == 1 and "not implemented yet: stage 3" in later.stderr

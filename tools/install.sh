@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Idempotent environment set-up for mtbi: creates tools/venv, installs torch first (the CPU
+# build by default, so that pip never pulls a multi-GB CUDA build by accident), then mtbi
+# itself in editable mode with its test extras. Re-running it only does what is missing.
+#
+#   tools/install.sh                                  # CPU torch 2.13.0
+#   MTBI_TORCH_SPEC="torch==2.13.0" MTBI_TORCH_INDEX=<cuda wheel index> tools/install.sh
+set -euo pipefail
+
+root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
+venv="${root}/tools/venv"
+python="${MTBI_PYTHON:-python3}"
+torch_spec="${MTBI_TORCH_SPEC:-torch==2.13.0}"
+stamp="${venv}/.mtbi-installed"
+
+log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (install.sh) $*" >&2; }
+
+if ! "${python}" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    log "ERROR: ${python} is missing or older than Python 3.10; set MTBI_PYTHON to a newer python"
+    exit 1
+fi
+if [ ! -x "${venv}/bin/python" ]; then
+    log "creating ${venv}"
+    "${python}" -m venv "${venv}"
+    "${venv}/bin/python" -m pip install --quiet --upgrade pip
+fi
+pip=("${venv}/bin/python" -m pip install --quiet)
+
+if ! "${venv}/bin/python" -c 'import torch' 2>/dev/null; then
+    log "installing ${torch_spec}"
+    "${pip[@]}" ${MTBI_TORCH_INDEX:+--index-url "${MTBI_TORCH_INDEX}"} "${torch_spec}"
+fi
+if [ ! -f "${stamp}" ] || [ "${root}/setup.py" -nt "${stamp}" ]; then
+    log "installing mtbi and its dependencies into ${venv}"
+    "${pip[@]}" -e "${root}[test]"
+    touch "${stamp}"
+fi
+log "environment ready: source ${venv}/bin/activate (egs/*/path.sh does it for you)"
