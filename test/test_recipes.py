@@ -6,6 +6,7 @@ run.sh, db.sh and local/data.sh into it, so the repository's egs/ stays clean.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -111,3 +112,30 @@ def test_driver_options(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "unknown option --stagee" in bad.stderr
     later = run(recipe, "--stage", "3", "--stop_stage", "3")
     assert later.returncode == 1 and "not implemented yet: stage 3" in later.stderr
+
+
+@pytest.mark.slow
+def test_stages_4_5_teacher_and_targets(tmp_path: Path) -> None:
+    recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
+    teacher_conf = tmp_path / "teacher_quick.yaml"
+    teacher_conf.write_text((recipe / "conf" / "teacher_tiny.yaml").read_text()
+                            .replace("steps: 1500", "steps: 20").replace("hidden_size: 192", "hidden_size: 64"))
+    stage1 = run(recipe, "--stage", "1", "--stop_stage", "1", "--local_data_opts", TINY)
+    assert stage1.returncode == 0, stage1.stderr[-3000:]
+    result = run(recipe, "--stage", "4", "--stop_stage", "5", "--teacher_conf", str(teacher_conf),
+                 "--gen_nj", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    teacher = recipe / "exp" / "teacher"
+    assert (teacher / "model.safetensors").is_file() and (teacher / "tokenizer.json").is_file()
+    assert "| sentiment | held-out |" in (teacher / "teacher_report.md").read_text()
+    for dset, n_utts in (("train_clean_100", 12), ("dev_clean", 4)):
+        lines = (recipe / "exp" / "targets" / dset / "targets.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        assert len(records) == n_utts * 10  # every train task, one seen prompt each
+        assert {r["teacher"] for r in records} == {"tiny-rule-teacher"}
+        assert not {r["task"] for r in records} & {"qa_place", "keywords", "sentiment"}
+    assert "sample [transcription]" in result.stderr
+    again = run(recipe, "--stage", "4", "--stop_stage", "5", "--teacher_conf", str(teacher_conf),
+                "--gen_nj", "2")
+    assert "teacher already prepared" in again.stderr, again.stderr
+    assert "already done" in (recipe / "exp" / "targets" / "dev_clean" / "log" / "make_targets.1.log").read_text()

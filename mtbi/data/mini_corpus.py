@@ -96,7 +96,7 @@ def generate_sentences(count: int, rng: random.Random, exclude: set[str], lexico
     seen = set(exclude)
     while len(sentences) < count:
         words = ["the", rng.choice(adjectives), rng.choice(lexicon["subjects"]),
-                 rng.choice(lexicon["verbs"]), rng.choice(lexicon["numbers"]),
+                 rng.choice(list(lexicon["verbs"])), rng.choice(lexicon["numbers"]),
                  rng.choice(lexicon["colors"]), rng.choice(objects),
                  "in", "the", rng.choice(lexicon["places"])]
         if rng.random() < 0.5:

@@ -1,0 +1,63 @@
+"""Stage 5, one shard: the teacher's answers to task prompts about each transcript.
+
+Reads <data_dir>/text, the task bank (--task_conf) and the teacher (--teacher_conf, model in
+--teacher_dir unless the config names an HF dir); appends to
+<out_dir>/shards/targets.<shard>.jsonl, resumably. Run mtbi.bin.merge_targets afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from mtbi.cli import run_main
+from mtbi.config import load_config
+from mtbi.data.datadir import read_table
+from mtbi.tasks.bank import load_task_bank
+from mtbi.tasks.generation import load_generator
+from mtbi.tasks.targets import generate_targets, plan_requests, shard_requests
+from mtbi.tasks.teacher import TeacherConfig, teacher_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--out_dir", required=True, help="e.g. exp/targets/<set>")
+    parser.add_argument("--teacher_conf", required=True)
+    parser.add_argument("--teacher_dir", default="exp/teacher", help="where stage 4 put the teacher")
+    parser.add_argument("--task_conf", default=None)
+    parser.add_argument("--tasks", default="train", help="train, heldout, all or a comma-separated list")
+    parser.add_argument("--prompts", default="seen", choices=("seen", "unseen", "all"))
+    parser.add_argument("--tasks_per_utt", type=int, default=0, help="tasks drawn per utterance (0: all)")
+    parser.add_argument("--prompts_per_task", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shard", type=int, default=1)
+    parser.add_argument("--num_shards", type=int, default=1)
+    parser.add_argument("--backend", default="hf", choices=("hf", "vllm"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch_size", type=int, default=0, help="0: the teacher config's")
+    parser.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--chunk_size", type=int, default=256, help="answers written (and fsynced) at a time")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    config = load_config(args.teacher_conf, TeacherConfig)
+    bank = load_task_bank(args.task_conf)
+    texts = read_table(Path(args.data_dir) / "text", allow_empty_value=True)
+    requests = plan_requests(texts, bank, bank.select_tasks(args.tasks), args.prompts, args.tasks_per_utt,
+                             args.prompts_per_task, args.seed)
+    params = replace(config.generation, batch_size=args.batch_size or config.generation.batch_size)
+    generator = load_generator(teacher_dir(config, args.teacher_dir), args.backend, params, args.device,
+                               name=config.name)
+    generate_targets(shard_requests(requests, args.shard, args.num_shards), generator, args.out_dir,
+                     args.shard, args.chunk_size)
+
+
+if __name__ == "__main__":
+    run_main(build_parser, main)

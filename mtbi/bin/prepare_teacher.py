@@ -1,0 +1,57 @@
+"""Stage 4 (teacher): train the tiny teacher, convert a packaged GGUF teacher, or check an HF dir.
+
+Reads --teacher_conf (conf/teacher_*.yaml), --task_conf and the transcripts of --train_dir
+(and --eval_dir for the tiny teacher's per-task accuracy); writes --out_dir as an HF model dir
+with mtbi_teacher.json (and teacher_report.md for the tiny teacher).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from mtbi.cli import run_main
+from mtbi.config import load_config
+from mtbi.data.datadir import read_table
+from mtbi.io import atomic_write, is_done_with, touch_done
+from mtbi.tasks.bank import load_task_bank
+from mtbi.tasks.teacher import TeacherConfig, prepare_teacher, teacher_report_markdown
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher_conf", required=True, help="conf/teacher_*.yaml")
+    parser.add_argument("--task_conf", default=None, help="conf/tasks.yaml (default: mtbi's bank)")
+    parser.add_argument("--train_dir", required=True, help="data dir whose text trains the tiny teacher")
+    parser.add_argument("--eval_dir", required=True, help="data dir whose text scores the tiny teacher")
+    parser.add_argument("--out_dir", required=True, help="teacher model dir to write (exp/teacher)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    config = load_config(args.teacher_conf, TeacherConfig)
+    bank = load_task_bank(args.task_conf)
+    train_text = read_table(Path(args.train_dir) / "text", allow_empty_value=True)
+    eval_text = read_table(Path(args.eval_dir) / "text", allow_empty_value=True)
+    out_dir = Path(args.out_dir)
+    stamp = {"config": asdict(config), "bank": asdict(bank.config),
+             "train_text": hashlib.sha256("\n".join(train_text.values()).encode()).hexdigest()}
+    if is_done_with(out_dir / ".done", stamp):
+        logger.info("teacher already prepared in %s", out_dir)
+        return
+    info = prepare_teacher(config, out_dir, bank, list(train_text.values()), list(eval_text.values()))
+    if config.kind == "tiny":
+        table = teacher_report_markdown(info, bank)
+        with atomic_write(out_dir / "teacher_report.md") as f:
+            f.write(table)
+        logger.info("tiny teacher accuracy on %s:\n%s", args.eval_dir, table)
+    touch_done(out_dir / ".done", stamp)
+
+
+if __name__ == "__main__":
+    run_main(build_parser, main)

@@ -1,0 +1,1 @@
+"""Task bank, prompts, and the teacher LLM that answers them (imitation targets)."""

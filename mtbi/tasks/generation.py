@@ -1,0 +1,133 @@
+"""Greedy answer generation by the teacher LLM: batched with a KV cache, or through vLLM.
+
+``HFGenerator.generate`` sorts prompts by length, left-pads each batch and decodes greedily
+with ``model.generate`` (KV cache on); its answers equal one-by-one generation
+(``generate_one``), which the tests check.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from mtbi.errors import MtbiError
+
+logger = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Decoding parameters, recorded with every target (``gen`` in targets.jsonl)."""
+
+    max_new_tokens: int = 48
+    batch_size: int = 32
+    do_sample: bool = False
+
+    def record(self, backend: str) -> dict:
+        return {"backend": backend, "do_sample": self.do_sample, "max_new_tokens": self.max_new_tokens}
+
+
+class Generator(Protocol):
+    tokenizer: PreTrainedTokenizerBase
+    model_id: str
+    backend: str
+    params: GenerationParams
+
+    def generate(self, prompts: list[str]) -> list[str]: ...
+
+
+def check_model_dir(model_dir: str | Path) -> Path:
+    """Check that ``model_dir`` is a local HF model dir with weights and a tokenizer."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise MtbiError(f"{model_dir}: not a model dir (no config.json); run stage 4 or fix "
+                        "the teacher path in the teacher config")
+    if not any((model_dir / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        raise MtbiError(f"{model_dir}: no tokenizer (tokenizer.json, tokenizer.model or vocab.json); "
+                        "save the tokenizer into the model dir")
+    return model_dir
+
+
+class HFGenerator:
+    """Batched greedy generation with a transformers causal LM."""
+
+    backend = "hf"
+
+    def __init__(self, model_dir: str | Path, params: GenerationParams = GenerationParams(),
+                 device: str = "cpu", dtype: torch.dtype = torch.float32, name: str | None = None) -> None:
+        model_dir = check_model_dir(model_dir)
+        self.params = params
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
+        self.model_id = name or model_dir.resolve().name
+
+    @torch.inference_mode()
+    def _generate_batch(self, prompts: list[str]) -> list[str]:
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = batch.to(self.device)
+        output = self.model.generate(**batch, do_sample=False, max_new_tokens=self.params.max_new_tokens,
+                                     pad_token_id=self.tokenizer.pad_token_id,
+                                     eos_token_id=self.tokenizer.eos_token_id)
+        new_tokens = output[:, batch["input_ids"].shape[1]:]
+        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        """Answers to ``prompts`` in their order, generated in length-sorted batches."""
+        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+        answers: list[str] = [""] * len(prompts)
+        size = self.params.batch_size
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            for i, answer in zip(chunk, self._generate_batch([prompts[i] for i in chunk])):
+                answers[i] = answer
+        return answers
+
+    def generate_one(self, prompt: str) -> str:
+        """The answer to one prompt, without batching (the reference for tests and benchmarks)."""
+        return self._generate_batch([prompt])[0]
+
+
+class VLLMGenerator:
+    """Greedy generation with vLLM (optional; for large teachers on GPUs)."""
+
+    backend = "vllm"
+
+    def __init__(self, model_dir: str | Path, params: GenerationParams = GenerationParams(),
+                 name: str | None = None) -> None:
+        model_dir = check_model_dir(model_dir)
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError:
+            raise MtbiError("--backend vllm needs the vllm package; pip install vllm "
+                            "into tools/venv, or use --backend hf") from None
+        self.llm = LLM(model=str(model_dir))
+        self.sampling = SamplingParams(temperature=0.0, max_tokens=params.max_new_tokens)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.params = params
+        self.model_id = name or model_dir.resolve().name
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        outputs = self.llm.generate(prompts, self.sampling, use_tqdm=False)
+        return [o.outputs[0].text.strip() for o in outputs]
+
+
+def load_generator(model_dir: str | Path, backend: str = "hf", params: GenerationParams = GenerationParams(),
+                   device: str = "cpu", name: str | None = None) -> Generator:
+    """The teacher's generator for ``backend`` (``hf`` or ``vllm``); ``name`` is recorded with
+    its answers (default: the model dir's name)."""
+    if backend == "hf":
+        return HFGenerator(model_dir, params, device=device, name=name)
+    if backend == "vllm":
+        return VLLMGenerator(model_dir, params, name=name)
+    raise MtbiError(f"unknown generation backend '{backend}'; use hf or vllm")

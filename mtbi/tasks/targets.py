@@ -1,0 +1,169 @@
+"""Stage 5: imitation targets, the teacher's answers to task prompts about each transcript.
+
+Which (utterance, task, prompt) pairs are asked is planned deterministically per utterance, so
+the plan does not depend on sharding. Each shard appends its answers to
+``shards/targets.<n>.jsonl`` a chunk at a time (flushed and fsynced); a re-run after a kill
+drops a half-written last line, skips what is already answered and generates the rest, so no
+line is lost or duplicated. The merge writes ``targets.jsonl`` sorted by
+(utt, task, prompt_id), one JSON object a line::
+
+    {"utt", "task", "prompt_id", "prompt", "transcript", "response", "teacher", "gen"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from tqdm import tqdm
+
+from mtbi.errors import MtbiError
+from mtbi.io import atomic_write, is_done_with, touch_done
+from mtbi.tasks.bank import TaskBank
+from mtbi.tasks.generation import Generator
+from mtbi.tasks.prompting import normalize_transcript, render_prompt
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TargetRequest:
+    """One question for the teacher: a task prompt about one transcript."""
+
+    utt: str
+    task: str
+    prompt_id: str
+    prompt: str
+    transcript: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.utt, self.task, self.prompt_id)
+
+
+def plan_requests(texts: dict[str, str], bank: TaskBank, tasks: list[str], prompt_set: str = "seen",
+                  tasks_per_utt: int = 0, prompts_per_task: int = 1, seed: int = 0) -> list[TargetRequest]:
+    """The requests for every utterance of ``texts``: ``tasks_per_utt`` tasks drawn from
+    ``tasks`` (0: all of them), each with ``prompts_per_task`` prompts drawn from its
+    ``prompt_set`` (seen, unseen or all). Draws are seeded per utterance."""
+    requests = []
+    for utt in sorted(texts):
+        rng = random.Random(f"{seed}:{utt}")
+        chosen = tasks if not 0 < tasks_per_utt < len(tasks) else rng.sample(tasks, tasks_per_utt)
+        transcript = normalize_transcript(texts[utt])
+        for task in chosen:
+            ids = bank.prompt_ids(task, prompt_set)
+            for prompt_id in sorted(rng.sample(ids, min(prompts_per_task, len(ids)))):
+                requests.append(TargetRequest(utt, task, prompt_id, bank.prompt(prompt_id), transcript))
+    return requests
+
+
+def shard_requests(requests: list[TargetRequest], shard: int, num_shards: int) -> list[TargetRequest]:
+    """The requests of every ``num_shards``-th utterance, from the ``shard``-th (1-based)."""
+    if not 1 <= shard <= num_shards:
+        raise MtbiError(f"shard {shard} is outside 1..{num_shards}")
+    utts = sorted({r.utt for r in requests})
+    mine = set(utts[shard - 1::num_shards])
+    return [r for r in requests if r.utt in mine]
+
+
+def _shard_paths(out_dir: Path, shard: int) -> tuple[Path, Path]:
+    return out_dir / "shards" / f"targets.{shard}.jsonl", out_dir / "shards" / f".done.{shard}"
+
+
+def _plan_digest(requests: Iterable[TargetRequest]) -> str:
+    digest = hashlib.sha256()
+    for r in requests:
+        digest.update(json.dumps([*r.key, r.prompt, r.transcript]).encode())
+    return digest.hexdigest()
+
+
+def _keep_complete_lines(path: Path, wanted: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """Rewrite ``path`` keeping its complete, wanted, first-seen lines; return their keys."""
+    if not path.exists():
+        return set()
+    raw = path.read_bytes()
+    kept_lines, keys = [], set()
+    for line in raw.split(b"\n")[:-1]:  # the part after the last newline is a half-written line
+        try:
+            record = json.loads(line)
+            key = (record["utt"], record["task"], record["prompt_id"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        if key in wanted and key not in keys:
+            keys.add(key)
+            kept_lines.append(line + b"\n")
+    if sum(map(len, kept_lines)) != len(raw):
+        logger.info("%s: kept %d complete answers, dropped the rest", path, len(kept_lines))
+        with atomic_write(path, "wb") as f:
+            f.writelines(kept_lines)
+    return keys
+
+
+def generate_targets(requests: list[TargetRequest], generator: Generator, out_dir: str | Path,
+                     shard: int = 1, chunk_size: int = 256) -> None:
+    """Answer ``requests`` (one shard's) with ``generator`` into the shard file, resumably."""
+    out_dir = Path(out_dir)
+    path, done = _shard_paths(out_dir, shard)
+    stamp = {"teacher": generator.model_id, "gen": generator.params.record(generator.backend),
+             "plan": _plan_digest(requests)}
+    if is_done_with(done, stamp):
+        logger.info("targets shard %d already done in %s", shard, out_dir)
+        return
+    params = path.with_name(f"params.{shard}.json")
+    if params.exists() and json.loads(params.read_text()) != stamp:
+        logger.info("%s: teacher, decoding or plan changed; regenerating shard %d", out_dir, shard)
+        path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(params) as f:
+        json.dump(stamp, f, sort_keys=True)
+
+    answered = _keep_complete_lines(path, {r.key for r in requests})
+    todo = [r for r in requests if r.key not in answered]
+    logger.info("targets shard %d: %d requests, %d already answered", shard, len(requests), len(answered))
+    with open(path, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc=f"targets shard {shard}",
+                                                       unit="answer", mininterval=5.0) as progress:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            answers = generator.generate([render_prompt(generator.tokenizer, r.prompt, r.transcript)
+                                          for r in chunk])
+            f.write("".join(json.dumps({
+                "utt": r.utt, "task": r.task, "prompt_id": r.prompt_id, "prompt": r.prompt,
+                "transcript": r.transcript, "response": answer, "teacher": stamp["teacher"],
+                "gen": stamp["gen"]}, ensure_ascii=False) + "\n" for r, answer in zip(chunk, answers)))
+            f.flush()
+            os.fsync(f.fileno())
+            progress.update(len(chunk))
+    touch_done(done, stamp)
+
+
+def merge_targets(out_dir: str | Path, num_shards: int, samples_per_task: int = 1) -> int:
+    """Merge the shards into ``targets.jsonl``; log a few samples per task; return the count."""
+    out_dir = Path(out_dir)
+    records = []
+    for shard in range(1, num_shards + 1):
+        path, done = _shard_paths(out_dir, shard)
+        if not done.exists():
+            raise MtbiError(f"{done}: targets shard {shard}/{num_shards} is not finished; re-run stage 5")
+        with open(path, encoding="utf-8") as f:
+            records += [json.loads(line) for line in f]
+    records.sort(key=lambda r: (r["utt"], r["task"], r["prompt_id"]))
+    keys = [(r["utt"], r["task"], r["prompt_id"]) for r in records]
+    if len(set(keys)) != len(keys):
+        raise MtbiError(f"{out_dir}: duplicate targets across shards; remove {out_dir}/shards and re-run stage 5")
+    with atomic_write(out_dir / "targets.jsonl") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    shown: dict[str, int] = {}
+    for r in records:
+        if shown.get(r["task"], 0) < samples_per_task:
+            shown[r["task"]] = shown.get(r["task"], 0) + 1
+            logger.info("sample [%s] %s | %s -> %s", r["task"], r["prompt"], r["transcript"], r["response"])
+    logger.info("%s: %d targets from teacher %s", out_dir / "targets.jsonl", len(records),
+                records[0]["teacher"] if records else "-")
+    return len(records)

