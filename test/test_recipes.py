@@ -119,7 +119,7 @@ def test_stages_4_5_teacher_and_targets(tmp_path: Path) -> None:
     recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
     teacher_conf = tmp_path / "teacher_quick.yaml"
     teacher_conf.write_text((recipe / "conf" / "teacher_tiny.yaml").read_text()
-                            .replace("steps: 1500", "steps: 20").replace("hidden_size: 192", "hidden_size: 64"))
+                            .replace("steps: 2000", "steps: 20").replace("hidden_size: 192", "hidden_size: 64"))
     stage1 = run(recipe, "--stage", "1", "--stop_stage", "1", "--local_data_opts", TINY)
     assert stage1.returncode == 0, stage1.stderr[-3000:]
     result = run(recipe, "--stage", "4", "--stop_stage", "5", "--teacher_conf", str(teacher_conf),

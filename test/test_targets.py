@@ -99,3 +99,7 @@ def test_shards_merge_to_the_single_job_output(tmp_path: Path) -> None:
     assert _merge(tmp_path / "three", 3) == _merge(tmp_path / "one")
     again = _run_targets(tmp_path, tmp_path / "one", teacher, "--tasks", "topic,summary")
     assert again.wait() == 0 and "already done" in again.stderr.read()
+    make_random_teacher(teacher, seed=1)  # a retrained teacher: its old targets are stale
+    redone = _run_targets(tmp_path, tmp_path / "one", teacher, "--tasks", "topic,summary")
+    log = redone.stderr.read()
+    assert redone.wait() == 0 and "already done" not in log and "regenerating shard 1" in log

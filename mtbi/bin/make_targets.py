@@ -8,6 +8,7 @@ Reads <data_dir>/text, the task bank (--task_conf) and the teacher (--teacher_co
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,9 +18,12 @@ from mtbi.cli import run_main
 from mtbi.config import load_config
 from mtbi.data.datadir import read_table
 from mtbi.tasks.bank import load_task_bank
-from mtbi.tasks.generation import load_generator
-from mtbi.tasks.targets import generate_targets, plan_requests, shard_requests
+from mtbi.tasks.generation import check_model_dir, load_generator, model_fingerprint
+from mtbi.tasks.targets import (generate_targets, is_shard_done, plan_requests, shard_requests,
+                                shard_stamp)
 from mtbi.tasks.teacher import TeacherConfig, teacher_dir
+
+logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,10 +57,15 @@ def main(args: argparse.Namespace) -> None:
     requests = plan_requests(texts, bank, bank.select_tasks(args.tasks), args.prompts, args.tasks_per_utt,
                              args.prompts_per_task, args.seed)
     params = replace(config.generation, batch_size=args.batch_size or config.generation.batch_size)
-    generator = load_generator(teacher_dir(config, args.teacher_dir), args.backend, params, args.device,
-                               name=config.name)
-    generate_targets(shard_requests(requests, args.shard, args.num_shards), generator, args.out_dir,
-                     args.shard, args.chunk_size)
+    mine = shard_requests(requests, args.shard, args.num_shards)
+    model_dir = teacher_dir(config, args.teacher_dir)
+    stamp = shard_stamp(mine, config.name, model_fingerprint(check_model_dir(model_dir)),
+                        params.record(args.backend))
+    if is_shard_done(args.out_dir, args.shard, stamp):
+        logger.info("targets shard %d already done in %s", args.shard, args.out_dir)
+        return
+    generator = load_generator(model_dir, args.backend, params, args.device, name=config.name)
+    generate_targets(mine, generator, args.out_dir, args.shard, args.chunk_size)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ with ``model.generate`` (KV cache on); its answers equal one-by-one generation
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class GenerationParams:
 class Generator(Protocol):
     tokenizer: PreTrainedTokenizerBase
     model_id: str
+    fingerprint: str
     backend: str
     params: GenerationParams
 
@@ -54,6 +56,17 @@ def check_model_dir(model_dir: str | Path) -> Path:
     return model_dir
 
 
+def model_fingerprint(model_dir: str | Path) -> str:
+    """A digest of the model dir's files (names, sizes, modification times): it changes when
+    the teacher is retrained or replaced, so targets made by another teacher are redone."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            stat = path.stat()
+            digest.update(f"{path.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 class HFGenerator:
     """Batched greedy generation with a transformers causal LM."""
 
@@ -70,6 +83,7 @@ class HFGenerator:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
         self.model_id = name or model_dir.resolve().name
+        self.fingerprint = model_fingerprint(model_dir)
 
     @torch.inference_mode()
     def _generate_batch(self, prompts: list[str]) -> list[str]:
@@ -116,6 +130,7 @@ class VLLMGenerator:
         self.tokenizer = self.llm.get_tokenizer()
         self.params = params
         self.model_id = name or model_dir.resolve().name
+        self.fingerprint = model_fingerprint(model_dir)
 
     def generate(self, prompts: list[str]) -> list[str]:
         outputs = self.llm.generate(prompts, self.sampling, use_tqdm=False)

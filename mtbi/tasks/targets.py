@@ -106,13 +106,24 @@ def _keep_complete_lines(path: Path, wanted: set[tuple[str, str, str]]) -> set[t
     return keys
 
 
+def shard_stamp(requests: list[TargetRequest], teacher: str, fingerprint: str, gen: dict) -> dict:
+    """What a finished shard records: the teacher (name and model files' fingerprint), its
+    decoding parameters and the plan."""
+    return {"teacher": teacher, "fingerprint": fingerprint, "gen": gen, "plan": _plan_digest(requests)}
+
+
+def is_shard_done(out_dir: str | Path, shard: int, stamp: dict) -> bool:
+    """True when the shard was finished with ``stamp`` (checked before loading a teacher)."""
+    return is_done_with(_shard_paths(Path(out_dir), shard)[1], stamp)
+
+
 def generate_targets(requests: list[TargetRequest], generator: Generator, out_dir: str | Path,
                      shard: int = 1, chunk_size: int = 256) -> None:
     """Answer ``requests`` (one shard's) with ``generator`` into the shard file, resumably."""
     out_dir = Path(out_dir)
     path, done = _shard_paths(out_dir, shard)
-    stamp = {"teacher": generator.model_id, "gen": generator.params.record(generator.backend),
-             "plan": _plan_digest(requests)}
+    stamp = shard_stamp(requests, generator.model_id, generator.fingerprint,
+                        generator.params.record(generator.backend))
     if is_done_with(done, stamp):
         logger.info("targets shard %d already done in %s", shard, out_dir)
         return

@@ -48,11 +48,11 @@ class TinyTeacherConfig:
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 512
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 48
     learning_rate: float = 2e-3
     warmup_steps: int = 60
-    loss_sampling: float = 0.5  # share of each batch drawn by task loss; the rest uniformly
+    loss_sampling: float = 0.7  # share of each batch drawn by task loss; the rest uniformly
     seed: int = 0
     num_threads: int = 0  # torch CPU threads; 0: torch's default
 
@@ -142,8 +142,8 @@ def train_tiny_teacher(train_texts: list[str], eval_texts: list[str], bank: Task
         (step + 1) / config.warmup_steps,
         0.5 * (1 + math.cos(math.pi * min(1.0, step / config.steps)))))
 
-    # Half of each batch is drawn in proportion to each task's recent answer loss, so tasks
-    # that are not learned yet get more of the steps; the other half keeps every task in view.
+    # A share of each batch (loss_sampling) is drawn in proportion to each task's recent answer
+    # loss, so tasks not learned yet get more of the steps; the rest keeps every task in view.
     transcripts = [normalize_transcript(t) for t in train_texts]
     names = [n for n, t in bank.tasks.items() if t.rule]
     task_loss = {name: 1.0 for name in names}
