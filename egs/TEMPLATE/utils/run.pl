@@ -15,57 +15,20 @@
 # Exit status: 0 if every job succeeded, 1 otherwise.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use JobArgs qw(parse_job_args shell_quote report_failures);
 use File::Basename qw(basename dirname);
 use File::Path qw(make_path);
 use POSIX qw(strftime);
 
 my $me = basename($0);
 
-sub usage_error {
-  print STDERR "$me: $_[0]\n",
-    "Usage: $me [--max-jobs-run N] [--num-threads N] [--mem X] [--gpu N] [--time T]"
-    . " [JOB=1:N] <log-file> <command> [<args>...]\n";
-  exit 1;
-}
-
-sub shell_quote {
-  my ($arg) = @_;
-  return $arg if $arg =~ m{^[A-Za-z0-9_\-+=.,/:@%^]+$};
-  return $arg if $arg =~ m{^(?:\||\|\||&&|;|<|>|>>|2>|2>>|&>|2>&1)$};
-  $arg =~ s/'/'\\''/g;
-  return "'$arg'";
-}
-
 sub now { return strftime("%a %b %e %H:%M:%S %Z %Y", localtime); }
 
-my %opt = ('max-jobs-run' => 0, 'num-threads' => 1, 'mem' => '', 'gpu' => 0, 'time' => '');
-my ($jobvar, $start, $end);
-while (@ARGV) {
-  if ($ARGV[0] =~ m/^--([\w-]+)(?:=(.*))?$/s) {
-    my ($name, $value) = ($1, $2);
-    shift @ARGV;
-    usage_error("unknown option --$name") unless exists $opt{$name};
-    unless (defined $value) {
-      usage_error("option --$name requires a value") unless @ARGV;
-      $value = shift @ARGV;
-    }
-    if ($name =~ m/^(max-jobs-run|num-threads|gpu)$/ && $value !~ m/^\d+$/) {
-      usage_error("option --$name expects a non-negative integer, got '$value'");
-    }
-    $opt{$name} = $value;
-  } elsif (!defined $jobvar && $ARGV[0] =~ m/^([A-Za-z_]\w*)=(\d+)(?::(\d+))?$/) {
-    ($jobvar, $start, $end) = ($1, $2, defined $3 ? $3 : $2);
-    usage_error("invalid job range $ARGV[0]") if $end < $start;
-    shift @ARGV;
-  } else {
-    last;
-  }
-}
-usage_error("expected a log file and a command") if @ARGV < 2;
-my ($logfile, @cmd) = @ARGV;
-if (defined $jobvar && index($logfile, $jobvar) < 0 && $end > $start) {
-  usage_error("running jobs $start:$end but the log file '$logfile' does not contain $jobvar");
-}
+my ($opt, $jobvar, $start, $end, $logfile, @cmd) = parse_job_args(
+  {'max-jobs-run' => 0, 'num-threads' => 1, 'mem' => '', 'gpu' => 0, 'time' => ''});
+my %opt = %$opt;
 
 my $max_jobs = $opt{'max-jobs-run'};
 if ($max_jobs == 0) {
@@ -103,10 +66,7 @@ sub run_job {
 }
 
 if (!defined $jobvar) {
-  if (run_job(undef) != 0) {
-    print STDERR "$me: job failed, log is in $logfile\n";
-    exit 1;
-  }
+  report_failures(run_job(undef) != 0 ? 1 : 0, $jobvar, 1, 1, $logfile);
   exit 0;
 }
 
@@ -127,11 +87,5 @@ for my $id ($start .. $end) {
   $running++;
 }
 $reap->() while $running > 0;
-
-if ($failed > 0) {
-  (my $pattern = $logfile) =~ s/\Q$jobvar\E/*/g;
-  my $total = $end - $start + 1;
-  print STDERR "$me: $failed / $total failed, log is in $pattern\n";
-  exit 1;
-}
+report_failures($failed, $jobvar, $start, $end, $logfile);
 exit 0;

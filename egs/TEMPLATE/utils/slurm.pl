@@ -18,6 +18,9 @@
 # Command quoting, log format, failure report and exit status are those of run.pl.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use JobArgs qw(parse_job_args shell_quote report_failures);
 use Cwd qw(getcwd);
 use File::Basename qw(basename dirname);
 use File::Path qw(make_path);
@@ -26,49 +29,9 @@ use POSIX ();
 
 my $me = basename($0);
 
-sub usage_error {
-  print STDERR "$me: $_[0]\n",
-    "Usage: $me [--max-jobs-run N] [--num-threads N] [--mem X] [--gpu N] [--time T]"
-    . " [JOB=1:N] <log-file> <command> [<args>...]\n";
-  exit 1;
-}
-
-sub shell_quote {
-  my ($arg) = @_;
-  return $arg if $arg =~ m{^[A-Za-z0-9_\-+=.,/:@%^]+$};
-  return $arg if $arg =~ m{^(?:\||\|\||&&|;|<|>|>>|2>|2>>|&>|2>&1)$};
-  $arg =~ s/'/'\\''/g;
-  return "'$arg'";
-}
-
-my %opt = ('max-jobs-run' => 0, 'num-threads' => 0, 'mem' => '', 'gpu' => 0, 'time' => '');
-my ($jobvar, $start, $end);
-while (@ARGV) {
-  if ($ARGV[0] =~ m/^--([\w-]+)(?:=(.*))?$/s) {
-    my ($name, $value) = ($1, $2);
-    shift @ARGV;
-    usage_error("unknown option --$name") unless exists $opt{$name};
-    unless (defined $value) {
-      usage_error("option --$name requires a value") unless @ARGV;
-      $value = shift @ARGV;
-    }
-    if ($name =~ m/^(max-jobs-run|num-threads|gpu)$/ && $value !~ m/^\d+$/) {
-      usage_error("option --$name expects a non-negative integer, got '$value'");
-    }
-    $opt{$name} = $value;
-  } elsif (!defined $jobvar && $ARGV[0] =~ m/^([A-Za-z_]\w*)=(\d+)(?::(\d+))?$/) {
-    ($jobvar, $start, $end) = ($1, $2, defined $3 ? $3 : $2);
-    usage_error("invalid job range $ARGV[0]") if $end < $start;
-    shift @ARGV;
-  } else {
-    last;
-  }
-}
-usage_error("expected a log file and a command") if @ARGV < 2;
-my ($logfile, @cmd) = @ARGV;
-if (defined $jobvar && index($logfile, $jobvar) < 0 && $end > $start) {
-  usage_error("running jobs $start:$end but the log file '$logfile' does not contain $jobvar");
-}
+my ($opt, $jobvar, $start, $end, $logfile, @cmd) = parse_job_args(
+  {'max-jobs-run' => 0, 'num-threads' => 0, 'mem' => '', 'gpu' => 0, 'time' => ''});
+my %opt = %$opt;
 unless (grep { $_ ne '' && -x File::Spec->catfile($_, 'sbatch') } split(/:/, $ENV{PATH} // '')) {
   print STDERR "$me: sbatch not found on PATH (Slurm is required; use run.pl to run locally)\n";
   exit 1;
@@ -156,13 +119,5 @@ if ($sbatch_code != 0 && !%code) {
 }
 
 my $failed = grep { ($code{$_} // '') ne '0' } $start .. $end;
-if ($failed > 0) {
-  if (!defined $jobvar) {
-    print STDERR "$me: job failed, log is in $logfile\n";
-  } else {
-    (my $pattern = $logfile) =~ s/\Q$jobvar\E/*/g;
-    print STDERR "$me: $failed / " . ($end - $start + 1) . " failed, log is in $pattern\n";
-  }
-  exit 1;
-}
+report_failures($failed, $jobvar, $start, $end, $logfile);
 exit 0;
