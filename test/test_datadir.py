@@ -106,3 +106,13 @@ def test_validate_command_exit_codes(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert bad.returncode == 1
     assert "utterance 'spkA-002' is not in utt2spk" in bad.stdout
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+    old = os.umask(0o022)
+    try:
+        write_data_dir(tmp_path / "d", UTTS)
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "d" / "text").stat().st_mode & 0o777) == "0o644"

@@ -95,3 +95,15 @@ def test_done_shards_are_not_recomputed_and_merge_needs_all(tmp_path: Path) -> N
     write_data_dir(data_dir, [Utterance("spk0-u00", "spk0", read_table(data_dir / "wav.scp")["spk0-u00"], "x")])
     extract_shard(data_dir, out, 1, 2)
     assert ark.stat().st_mtime_ns != stamp
+
+
+def test_changing_the_job_count_redoes_the_shards(tmp_path: Path) -> None:
+    data_dir = _data_dir(tmp_path, 6)
+    out = tmp_path / "feats"
+    extract_shard(data_dir, out, 1, 2)
+    extract_shard(data_dir, out, 2, 2)
+    merge_shards(data_dir, out, 2)
+    (out / ".done").unlink()  # as after a kill during the merge
+    extract_shard(data_dir, out, 1, 1)
+    merge_shards(data_dir, out, 1)
+    assert len(read_table(out / "feats.scp")) == 6

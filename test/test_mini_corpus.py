@@ -11,6 +11,7 @@ import soundfile as sf
 from mtbi.data.commonvoice import read_commonvoice
 from mtbi.data.librispeech import read_librispeech
 from mtbi.data.mini_corpus import CV_COLUMNS, make_mini_corpus
+from mtbi.errors import MtbiError
 
 SIZES = {"train": 10, "dev": 3, "test": 3}
 
@@ -77,3 +78,13 @@ def test_rebuild_is_skipped_for_same_parameters(tmp_path: Path, caplog: pytest.L
         make_mini_corpus(tmp_path, "librispeech", SIZES)
     assert "already built" in caplog.text
     assert (root / "alignments" / "dev-clean.ctm").stat().st_mtime_ns == stamp
+
+
+def test_other_content_of_the_output_dir_is_kept(tmp_path: Path) -> None:
+    (tmp_path / "my_real_corpus").mkdir()
+    (tmp_path / "my_real_corpus" / "keep.txt").write_text("precious")
+    make_mini_corpus(tmp_path, "librispeech", SIZES)
+    assert (tmp_path / "my_real_corpus" / "keep.txt").read_text() == "precious"
+    (tmp_path / "cv-corpus-mini").mkdir()
+    with pytest.raises(MtbiError, match="cv-corpus-mini exists and is not a mini corpus"):
+        make_mini_corpus(tmp_path, "commonvoice", SIZES)

@@ -67,7 +67,11 @@ def test_recipe_stages_1_2_on_mini_corpus(tmp_path: Path, source: str, sets: lis
     stage1_log = (recipe / "exp" / "log" / "stage1.log").read_text()
     assert "12 utterances from 8 speakers, 0 skipped" in stage1_log
     rerun_script = (recipe / "exp" / "run_stage2.sh").read_text()
-    assert "./mtbi.sh" in rerun_script and "--stage 2 --stop_stage 2" in rerun_script
+    assert rerun_script.count("--stage") == 1 and "--stage 2 --stop_stage 2" in rerun_script
+    rerun = subprocess.run(["bash", str(recipe / "exp" / "run_stage2.sh")], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "COMMONVOICE")})
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert (recipe / "exp" / "run_stage2.sh").read_text() == rerun_script
 
     again = run(recipe, "--stage", "1", "--stop_stage", "2", "--nj", "2", "--local_data_opts", TINY)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -112,6 +116,10 @@ def test_driver_options(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "unknown option --stagee" in bad.stderr
     later = run(recipe, "--stage", "3", "--stop_stage", "3")
     assert later.returncode == 1 and "not implemented yet: stage 3" in later.stderr
+    typo = run(recipe, "--stage", "abc")
+    assert typo.returncode == 1 and "--stage must be a whole number" in typo.stderr
+    zero = run(recipe, "--nj", "0")
+    assert zero.returncode == 1 and "--nj must be a whole number (nj and gen_nj at least 1)" in zero.stderr
 
 
 @pytest.mark.slow

@@ -95,3 +95,17 @@ def test_smollm2_gguf_converts_and_answers(tmp_path: Path) -> None:
     answers = generator.generate(prompts)
     assert "Paris" in answers[0]
     assert "happy dog found two red apples" in answers[1].lower()
+
+
+def test_stage5_refuses_a_teacher_prepared_with_another_config(tmp_path: Path) -> None:
+    from mtbi.io import touch_done
+    from dataclasses import asdict
+    from mtbi.tasks.teacher import TeacherConfig, check_prepared_with
+    prepared = TeacherConfig(kind="tiny", name="a", tiny=QUICK)
+    touch_done(tmp_path / ".done", {"config": asdict(prepared)})
+    check_prepared_with(tmp_path, TeacherConfig(kind="tiny", name="a", tiny=QUICK,
+                                                generation=GenerationParams(batch_size=7)))
+    with pytest.raises(MtbiError, match="was prepared with another teacher config than this one \\('a'\\)"):
+        check_prepared_with(tmp_path, TeacherConfig(kind="tiny", name="b", tiny=QUICK))
+    with pytest.raises(MtbiError, match="run stage 4"):
+        check_prepared_with(tmp_path / "none", prepared)

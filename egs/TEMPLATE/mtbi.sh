@@ -36,7 +36,7 @@ Stages (select with --stage N --stop_stage M):
   1  data preparation: local/data.sh -> data/<set>/{wav.scp,text,utt2spk,spk2utt}
   2  log-mel features (sharded over --nj)  -> ${dumpdir}/logmel<n_mels>/<set>/feats.scp
   3  word alignment                        -> data/<set>/word_align
-  4  teacher LLM and speech encoder        -> ${expdir}/teacher, ${expdir}/encoder
+  4  teacher LLM                          -> ${expdir}/teacher
   5  imitation targets by the teacher      -> ${expdir}/targets/<set>/targets.jsonl
   6  SLLM training                         -> ${expdir}/sllm_<tag>
   7  benchmark inference                   -> ${expdir}/sllm_<tag>/bench_<set>/hyp.jsonl
@@ -58,9 +58,19 @@ Options (defaults in brackets):
 EOF
 )
 
-log "$0 $*"
-run_args=$(printf '%q ' "$@")
+# The options of this run without --stage/--stop_stage, for the run_stage<N>.sh scripts.
+run_args=
+skip_value=false
+for arg in "$@"; do
+    if ${skip_value}; then skip_value=false; continue; fi
+    case "${arg}" in
+        --stage|--stop_stage|--stop-stage) skip_value=true ;;
+        --stage=*|--stop_stage=*|--stop-stage=*) ;;
+        *) run_args+="$(printf '%q ' "${arg}")" ;;
+    esac
+done
 . utils/parse_options.sh
+log "$0 ${run_args}--stage ${stage} --stop_stage ${stop_stage}"
 
 if [ $# -ne 0 ]; then
     log "ERROR: unexpected positional arguments: $*"; log "${help_message}"; exit 1
@@ -70,6 +80,14 @@ for var in train_set valid_set test_sets; do
         log "ERROR: --${var} is required (set it in run.sh)"; exit 1
     fi
 done
+for var in stage stop_stage nj gen_nj; do
+    if ! [[ "${!var}" =~ ^[0-9]+$ ]] || { [ "${var}" != stage ] && [ "${var}" != stop_stage ] && [ "${!var}" -eq 0 ]; }; then
+        log "ERROR: --${var} must be a whole number (nj and gen_nj at least 1), got '${!var}'"; exit 1
+    fi
+done
+if [ "${n_mels}" != 80 ] && [ "${n_mels}" != 128 ]; then
+    log "ERROR: --n_mels must be 80 or 128, got '${n_mels}'"; exit 1
+fi
 
 . ./path.sh
 . ./cmd.sh
@@ -78,12 +96,14 @@ all_sets="${train_set} ${valid_set} ${test_sets}"
 feats_dir="${dumpdir}/logmel${n_mels}"
 mkdir -p "${expdir}/log"
 
-# Write the command that re-runs stage $1 alone to ${expdir}/run_stage$1.sh.
+# After stage $1 succeeded: write the command that re-runs it alone to ${expdir}/run_stage$1.sh
+# (to a temporary file renamed into place, since the script may be the one running now).
 write_stage_script() {
     local script="${expdir}/run_stage$1.sh"
-    printf '#!/usr/bin/env bash\n# Re-runs stage %s alone with the options of this run.\ncd %q\n./mtbi.sh %s--stage %s --stop_stage %s\n' \
-        "$1" "${PWD}" "${run_args}" "$1" "$1" > "${script}"
-    chmod +x "${script}"
+    printf '#!/usr/bin/env bash\n# Re-runs stage %s alone with the options of this run.\ncd %q\nexec ./mtbi.sh %s--stage %s --stop_stage %s\n' \
+        "$1" "${PWD}" "${run_args}" "$1" "$1" > "${script}.tmp"
+    chmod +x "${script}.tmp"
+    mv "${script}.tmp" "${script}"
 }
 
 # Fail with the stage that makes a missing input.
@@ -100,18 +120,17 @@ not_implemented() {
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     log "Stage 1: data preparation for ${all_sets}"
-    write_stage_script 1
     # shellcheck disable=SC2086  # local_data_opts holds several options
     local/data.sh --sets "${all_sets}" --nj "${nj}" --allow_upsample "${allow_upsample}" \
         ${local_data_opts} 2>&1 | tee "${expdir}/log/stage1.log" >&2
     for dset in ${all_sets}; do
         python -m mtbi.bin.validate_data_dir "data/${dset}"
     done
+    write_stage_script 1
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     log "Stage 2: log-mel features (${n_mels} bins) -> ${feats_dir}"
-    write_stage_script 2
     for dset in ${all_sets}; do
         require "data/${dset}/wav.scp" "stage 1"
         out="${feats_dir}/${dset}"
@@ -124,6 +143,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
         python -m mtbi.bin.merge_feats --data_dir "data/${dset}" --out_dir "${out}" --num_shards "${_nj}" \
             2>&1 | tee "${out}/log/merge_feats.log" >&2
     done
+    write_stage_script 2
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
@@ -134,17 +154,16 @@ fi
 teacher_dir="${expdir}/teacher"
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     log "Stage 4: teacher LLM (${teacher_conf}) -> ${teacher_dir}"
-    write_stage_script 4
     require "data/${train_set}/text" "stage 1"
     require "data/${valid_set}/text" "stage 1"
     python -m mtbi.bin.prepare_teacher --teacher_conf "${teacher_conf}" --task_conf "${task_conf}" \
         --train_dir "data/${train_set}" --eval_dir "data/${valid_set}" --out_dir "${teacher_dir}" \
         2>&1 | tee "${expdir}/log/stage4.log" >&2
+    write_stage_script 4
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     log "Stage 5: imitation targets by the teacher -> ${expdir}/targets"
-    write_stage_script 5
     require "${teacher_dir}/.done" "stage 4"
     gen_threads=$(( $(nproc) / gen_nj > 0 ? $(nproc) / gen_nj : 1 ))
     for dset in ${train_set} ${valid_set}; do
@@ -159,6 +178,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
         python -m mtbi.bin.merge_targets --out_dir "${out}" --num_shards "${gen_nj}" \
             2>&1 | tee "${out}/log/merge_targets.log" >&2
     done
+    write_stage_script 5
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then

@@ -13,6 +13,7 @@ run until every shard is done, so a killed job never leaves a partial ``feats.sc
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from mtbi.data.audio import AudioError, load_audio
 from mtbi.data.datadir import read_table, subset_data_dir, write_table
 from mtbi.data.features import log_mel
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write, is_up_to_date, touch_done
+from mtbi.io import atomic_write, is_done_with, is_up_to_date, touch_done
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ def extract_shard(data_dir: str | Path, out_dir: str | Path, shard: int, num_sha
     if not 1 <= shard <= num_shards:
         raise MtbiError(f"shard {shard} is outside 1..{num_shards}")
     files = _shard_files(out_dir, shard)
-    if is_up_to_date(files["done"], _data_inputs(data_dir)):
+    params = {"shard": shard, "num_shards": num_shards, "n_mels": n_mels, "allow_upsample": allow_upsample}
+    if is_done_with(files["done"], params) and is_up_to_date(files["done"], _data_inputs(data_dir)):
         logger.info("shard %d/%d already done in %s", shard, num_shards, out_dir)
         return
     wav_scp = read_table(data_dir / "wav.scp")
@@ -71,14 +73,17 @@ def extract_shard(data_dir: str | Path, out_dir: str | Path, shard: int, num_sha
     write_table(files["frames"], frames)
     with atomic_write(files["skipped"]) as f:
         f.writelines(line + "\n" for line in skipped)
-    touch_done(files["done"])
+    touch_done(files["done"], params)
     logger.info("shard %d/%d: %d utterances, %d skipped", shard, num_shards, len(frames), len(skipped))
 
 
 def merge_shards(data_dir: str | Path, out_dir: str | Path, num_shards: int) -> None:
     """Merge the shards into sorted ``feats.scp``/``utt2num_frames`` and a filtered data dir."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    if is_up_to_date(out_dir / ".done", _data_inputs(data_dir)):
+    markers = [_shard_files(out_dir, k)["done"] for k in range(1, num_shards + 1)]
+    shard_params = [json.loads(m.read_text()) if m.exists() else None for m in markers]
+    if (is_done_with(out_dir / ".done", {"shards": shard_params})
+            and is_up_to_date(out_dir / ".done", _data_inputs(data_dir))):
         logger.info("features already merged in %s", out_dir)
         return
     feats: dict[str, str] = {}
@@ -86,7 +91,9 @@ def merge_shards(data_dir: str | Path, out_dir: str | Path, num_shards: int) -> 
     skipped: list[str] = []
     for shard in range(1, num_shards + 1):
         files = _shard_files(out_dir, shard)
-        if not is_up_to_date(files["done"], _data_inputs(data_dir)):
+        params = shard_params[shard - 1]
+        if params is None or params.get("num_shards") != num_shards or not is_up_to_date(
+                files["done"], _data_inputs(data_dir)):
             raise MtbiError(f"{files['done']}: feature shard {shard}/{num_shards} is missing or "
                             "older than the data dir; re-run stage 2")
         feats.update(read_table(files["scp"]))
@@ -99,7 +106,7 @@ def merge_shards(data_dir: str | Path, out_dir: str | Path, num_shards: int) -> 
     subset_data_dir(data_dir, out_dir, set(feats))
     write_table(out_dir / "feats.scp", feats)
     write_table(out_dir / "utt2num_frames", frames)
-    touch_done(out_dir / ".done")
+    touch_done(out_dir / ".done", {"shards": shard_params})
     hours = sum(int(n) for n in frames.values()) / 100 / 3600
     logger.info("%s: %d utterances (%.2f h) with features, %d skipped (see %s)", out_dir, len(feats),
                 hours, len(skipped), out_dir / "skipped.txt")

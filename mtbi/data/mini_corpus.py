@@ -143,13 +143,17 @@ def make_mini_corpus(out_dir: str | Path, layout: str, sizes: dict[str, int], se
     if layout not in ("librispeech", "commonvoice"):
         raise MtbiError(f"unknown mini corpus layout '{layout}'; use librispeech or commonvoice")
     out_dir = Path(out_dir)
-    root = out_dir / ("LibriSpeech" if layout == "librispeech" else "cv-corpus-mini/en")
+    # Only this top directory is built and replaced: anything else in out_dir is left alone.
+    top = out_dir / ("LibriSpeech" if layout == "librispeech" else "cv-corpus-mini")
+    root = top if layout == "librispeech" else top / "en"
     params = {"layout": layout, "sizes": sizes, "seed": seed,
               "speakers": {s: [asdict(m) for m in SPEAKERS[s]] for s in SPLITS}}
-    manifest = out_dir / "mini_corpus.json"
+    manifest = top / "mini_corpus.json"
     if manifest.is_file() and json.loads(manifest.read_text()) == params:
-        logger.info("mini corpus already built in %s", out_dir)
+        logger.info("mini corpus already built in %s", top)
         return root
+    if top.exists() and not manifest.is_file():
+        raise MtbiError(f"{top} exists and is not a mini corpus; choose another --mini_dir")
 
     rng = random.Random(seed)
     lexicon = load_lexicon()
@@ -161,14 +165,14 @@ def make_mini_corpus(out_dir: str | Path, layout: str, sizes: dict[str, int], se
         speakers = SPEAKERS[split]
         plan[split] = [(speakers[i % len(speakers)], s) for i, s in enumerate(sentences)]
 
-    with atomic_dir(out_dir) as tmp:
-        tmp_root = tmp / root.relative_to(out_dir)
+    with atomic_dir(top) as tmp:
+        tmp_root = tmp / root.relative_to(top)
         writer = _LibriSpeechWriter(tmp_root) if layout == "librispeech" else _CommonVoiceWriter(tmp_root)
         for split in SPLITS:
             jobs = writer.plan(split, plan[split])
             ctm = _run_jobs(jobs, nj, desc=f"synthesizing {split}")
             writer.finish(split, ctm)
-        (tmp / "mini_corpus.json").write_text(json.dumps(params, indent=1))
+        (tmp / manifest.name).write_text(json.dumps(params, indent=1))
     logger.info("mini corpus (%s layout) written to %s: %s utterances", layout, root,
                 ", ".join(f"{sizes[s]} {s}" for s in SPLITS))
     return root

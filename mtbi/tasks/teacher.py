@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mtbi.errors import MtbiError
@@ -52,6 +52,20 @@ class TeacherConfig:
 def teacher_dir(config: TeacherConfig, exp_teacher_dir: str | Path) -> Path:
     """Where the teacher model lives: the configured dir for ``hf``, else ``exp_teacher_dir``."""
     return Path(config.model_dir) if config.kind == "hf" else Path(exp_teacher_dir)
+
+
+def check_prepared_with(exp_teacher_dir: str | Path, config: TeacherConfig) -> None:
+    """Fail unless stage 4 prepared ``exp_teacher_dir`` with this teacher config (its
+    ``generation`` part aside, which only stage 5 uses)."""
+    done = Path(exp_teacher_dir) / ".done"
+    if not done.is_file():
+        raise MtbiError(f"{done} is missing; run stage 4 (the teacher) first")
+    prepared = json.loads(done.read_text(encoding="utf-8")).get("config", {})
+    current = asdict(config)
+    if {k: v for k, v in prepared.items() if k != "generation"} != \
+            {k: v for k, v in current.items() if k != "generation"}:
+        raise MtbiError(f"{exp_teacher_dir} was prepared with another teacher config than this one "
+                        f"('{prepared.get('name')}'); re-run stage 4 with the same --teacher_conf")
 
 
 def prepare_teacher(config: TeacherConfig, out_dir: str | Path, bank: TaskBank,
