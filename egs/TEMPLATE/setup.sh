@@ -5,7 +5,7 @@
 #   egs/TEMPLATE/setup.sh egs/mycorpus_mtbi
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
+if [ $# -ne 1 ] || [[ "$1" == -* ]]; then
     echo "Usage: $0 <new recipe dir, e.g. egs/mycorpus_mtbi>" >&2; exit 1
 fi
 target=$1

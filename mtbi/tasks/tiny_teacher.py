@@ -120,6 +120,8 @@ def train_tiny_teacher(train_texts: list[str], eval_texts: list[str], bank: Task
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
+    if not train_texts:
+        raise MtbiError("no training transcripts for the tiny teacher; run stage 1 first")
     plain = rule_examples(train_texts, bank, rng, fill_prompt)
     if all(e.task == "transcription" for e in plain):
         raise MtbiError("the training transcripts are not mini-corpus sentences, so the rule-trained "

@@ -14,7 +14,8 @@ mini_train=2000                       # mini corpus sizes (utterances)
 mini_dev=200
 mini_test=200
 mini_seed=0
-help_message="Usage: $0 [--sets \"<names>\"] [--nj N] [--mini_train N --mini_dev N --mini_test N]"
+help_message="Usage: $0 [--sets \"<names>\"] [--nj N] [--allow_upsample true|false] [--mini_dir DIR]
+       [--mini_train N --mini_dev N --mini_test N] [--mini_seed N]"
 
 . utils/parse_options.sh
 . ./db.sh
