@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> None:
         logger.info("targets shard %d already done in %s", args.shard, args.out_dir)
         return
     generator = load_generator(model_dir, args.backend, params, args.device, name=config.name)
-    generate_targets(mine, generator, args.out_dir, args.shard, args.chunk_size)
+    generate_targets(mine, generator, args.out_dir, args.shard, stamp, args.chunk_size)
 
 
 if __name__ == "__main__":

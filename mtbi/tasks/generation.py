@@ -8,7 +8,6 @@ with ``model.generate`` (KV cache on); its answers equal one-by-one generation
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,9 +16,6 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from mtbi.errors import MtbiError
-
-logger = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -37,7 +33,6 @@ class GenerationParams:
 class Generator(Protocol):
     tokenizer: PreTrainedTokenizerBase
     model_id: str
-    fingerprint: str
     backend: str
     params: GenerationParams
 
@@ -83,7 +78,6 @@ class HFGenerator:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
         self.model_id = name or model_dir.resolve().name
-        self.fingerprint = model_fingerprint(model_dir)
 
     @torch.inference_mode()
     def _generate_batch(self, prompts: list[str]) -> list[str]:
@@ -130,7 +124,6 @@ class VLLMGenerator:
         self.tokenizer = self.llm.get_tokenizer()
         self.params = params
         self.model_id = name or model_dir.resolve().name
-        self.fingerprint = model_fingerprint(model_dir)
 
     def generate(self, prompts: list[str]) -> list[str]:
         outputs = self.llm.generate(prompts, self.sampling, use_tqdm=False)

@@ -118,12 +118,11 @@ def is_shard_done(out_dir: str | Path, shard: int, stamp: dict) -> bool:
 
 
 def generate_targets(requests: list[TargetRequest], generator: Generator, out_dir: str | Path,
-                     shard: int = 1, chunk_size: int = 256) -> None:
-    """Answer ``requests`` (one shard's) with ``generator`` into the shard file, resumably."""
+                     shard: int, stamp: dict, chunk_size: int = 256) -> None:
+    """Answer ``requests`` (one shard's) with ``generator`` into the shard file, resumably;
+    ``stamp`` (from :func:`shard_stamp`) identifies the teacher, decoding and plan."""
     out_dir = Path(out_dir)
     path, done = _shard_paths(out_dir, shard)
-    stamp = shard_stamp(requests, generator.model_id, generator.fingerprint,
-                        generator.params.record(generator.backend))
     if is_done_with(done, stamp):
         logger.info("targets shard %d already done in %s", shard, out_dir)
         return
