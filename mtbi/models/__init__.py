@@ -1,0 +1,1 @@
+"""Speech encoders, connectors, the SpeechLLM and speech-text interleaving."""

@@ -1,0 +1,1 @@
+"""Datasets, length-bucketing sampler and trainers."""

@@ -1,0 +1,172 @@
+"""Training examples for behavior imitation, read lazily from the stage outputs.
+
+An example is one line of ``targets.jsonl`` (a task prompt about one utterance and the
+teacher's response) with the utterance's features (``feats.scp``) and word times
+(``word_align``, for interleaving). Only byte offsets and lengths are kept in memory, so
+memory stays flat in the corpus size; each item is read from disk when asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from mtbi.data.datadir import read_table
+from mtbi.errors import MtbiError
+from mtbi.models.interleave import InterleaveConfig, InterleavePolicy, build_segments
+from mtbi.models.speech_llm import SpeechBatch
+from mtbi.models.speech_prompt import tokenize_prompt
+from mtbi.tasks.prompting import normalize_transcript
+
+logger = logging.getLogger(__name__)
+
+RESPONSES = ("teacher", "transcript")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``data`` in a training config."""
+
+    tasks: list[str] | None = None  # tasks trained with speech; None: every train task of the bank
+    response: str = "teacher"       # teacher: imitate its answer; transcript: the reference (ASR SFT)
+    interleave: InterleaveConfig = field(default_factory=InterleaveConfig)
+    max_frames: int = 3000          # longer utterances (10 ms frames) are left out, and counted
+
+    def __post_init__(self) -> None:
+        if self.response not in RESPONSES:
+            raise MtbiError(f"data.response '{self.response}': use one of {', '.join(RESPONSES)}")
+
+
+@dataclass
+class Example:
+    utt: str
+    task: str
+    feats: np.ndarray       # (T, n_mels)
+    segments: list
+    response: list[int]
+    text_prompt: list[int]  # the teacher's input ids (transcript as text)
+
+
+class ImitationDataset(torch.utils.data.Dataset):
+    """Examples of ``targets.jsonl`` whose task is in ``tasks`` and whose utterance has features.
+
+    Items are asked for as ``(index, seed)``: ``seed`` drives the interleaving choice, so an
+    item is the same whenever it is read again (exact resume).
+    """
+
+    def __init__(self, feats_dir: str | Path, targets: str | Path, tokenizer: PreTrainedTokenizerBase,
+                 tasks: list[str], config: DataConfig, word_align: str | Path | None = None) -> None:
+        self.feats_dir, self.targets = Path(feats_dir), Path(targets)
+        self.tokenizer, self.config = tokenizer, config
+        self.policy = InterleavePolicy(config.interleave)
+        for path in (self.feats_dir / "feats.scp", self.feats_dir / "utt2num_frames"):
+            if not path.is_file():
+                raise MtbiError(f"{path} is missing; it is made by stage 2")
+        if not self.targets.is_file():
+            raise MtbiError(f"{self.targets} is missing; it is made by stage 5")
+        self.feats_scp = read_table(self.feats_dir / "feats.scp")
+        num_frames = {utt: int(n) for utt, n in read_table(self.feats_dir / "utt2num_frames").items()}
+        self.offsets, self.lengths = array("q"), array("l")
+        counts = {"no features": 0, "too long": 0}
+        wanted = set(tasks)
+        with open(self.targets, "rb") as f:
+            offset = 0
+            for lineno, line in enumerate(f, 1):
+                try:
+                    record = json.loads(line)
+                    utt, task = record["utt"], record["task"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise MtbiError(f"{self.targets}:{lineno}: not a targets line; re-run stage 5") from None
+                if task in wanted:
+                    if utt not in num_frames:
+                        counts["no features"] += 1
+                    elif num_frames[utt] > config.max_frames:
+                        counts["too long"] += 1
+                    else:
+                        self.offsets.append(offset)
+                        self.lengths.append(num_frames[utt])
+                offset += len(line)
+        if not self.offsets:
+            raise MtbiError(f"{self.targets}: no target of the tasks {sorted(wanted)} has features in "
+                            f"{self.feats_dir}; check data.tasks and stages 2 and 5")
+        self.align_index = _index_word_align(Path(word_align)) if word_align else {}
+        self.word_align = Path(word_align) if word_align else None
+        if config.interleave.prob > 0 and not self.align_index:
+            raise MtbiError(f"interleaving needs word alignments; {word_align} is missing or empty "
+                            "(made by stage 3)")
+        logger.info("%s: %d examples of %d tasks (%s left out)", self.targets, len(self.offsets), len(wanted),
+                    ", ".join(f"{v} {k}" for k, v in counts.items()))
+        self._targets_file = self._align_file = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def _record(self, index: int) -> dict:
+        if self._targets_file is None:  # opened lazily: one handle per DataLoader worker
+            self._targets_file = open(self.targets, "rb")
+        self._targets_file.seek(self.offsets[index])
+        return json.loads(self._targets_file.readline())
+
+    def word_times(self, utt: str) -> list[tuple[float, float]] | None:
+        """(start, end) of each word of ``utt`` from word_align; None when it has none."""
+        if utt not in self.align_index:
+            return None
+        if self._align_file is None:
+            self._align_file = open(self.word_align, "rb")
+        offset, count = self.align_index[utt]
+        self._align_file.seek(offset)
+        lines = [self._align_file.readline().split() for _ in range(count)]
+        return [(float(parts[1]), float(parts[2])) for parts in lines]
+
+    def __getitem__(self, item: tuple[int, int]) -> Example:
+        index, seed = item
+        record = self._record(index)
+        transcript = normalize_transcript(record["transcript"])
+        tokens = tokenize_prompt(self.tokenizer, record["prompt"], transcript)
+        replaced = [True] * tokens.num_words
+        if self.config.interleave.prob > 0:
+            times = self.word_times(record["utt"])
+            if times is not None and len(times) == tokens.num_words:
+                replaced = self.policy.choose(tokens.num_words, random.Random(seed))
+        else:
+            times = None
+        segments = build_segments(tokens, replaced, times)
+        answer = transcript if self.config.response == "transcript" else record["response"]
+        response = self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        feats = kaldiio.load_mat(self.feats_scp[record["utt"]])
+        return Example(record["utt"], record["task"], feats, segments, response, tokens.ids)
+
+
+def _index_word_align(path: Path) -> dict[str, tuple[int, int]]:
+    """utt -> (byte offset of its first line, number of lines) in a word_align file."""
+    if not path.is_file():
+        return {}
+    index: dict[str, tuple[int, int]] = {}
+    with open(path, "rb") as f:
+        offset = 0
+        for line in f:
+            utt = line.split(maxsplit=1)[0].decode() if line.strip() else None
+            if utt is not None:
+                start, count = index.get(utt, (offset, 0))
+                index[utt] = (start, count + 1)
+            offset += len(line)
+    return index
+
+
+def collate(examples: list[Example], with_text_prompts: bool = False) -> SpeechBatch:
+    """Pad the features of ``examples`` into one :class:`SpeechBatch`."""
+    lens = torch.tensor([e.feats.shape[0] for e in examples])
+    feats = torch.zeros(len(examples), int(lens.max()), examples[0].feats.shape[1])
+    for i, e in enumerate(examples):
+        feats[i, :e.feats.shape[0]] = torch.tensor(e.feats)
+    return SpeechBatch(feats, lens, [e.segments for e in examples], [e.response for e in examples],
+                       [e.text_prompt for e in examples] if with_text_prompts else None)

@@ -1,0 +1,394 @@
+"""Stage 6: behavior-imitation training of the SpeechLLM, on one process or under torchrun (DDP).
+
+Step-based: each optimizer step takes ``accum_grad`` global micro-batches of ``batch_size``
+examples (split over the ranks). Losses are sums over the response tokens divided by the
+token count of the whole step on all ranks, so N ranks compute exactly the gradient of one
+process on the same global batch. Every ``save_interval`` steps a checkpoint is written
+(trainable weights as safetensors, optimizer/scheduler/RNG state loaded back with
+``torch.load(weights_only=True)``); a re-run resumes from the last one and continues the same
+loss curve, since the data order and the interleaving draws depend only on the step.
+
+Writes, under ``out_dir``: ``config.yaml`` (the resolved config), ``checkpoints/step_<N>/``,
+``losses.jsonl``, ``tensorboard/``, ``loss_curve.png``, ``model.safetensors`` and ``.done``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from mtbi.errors import MtbiError
+from mtbi.io import atomic_dir, atomic_write, touch_done
+from mtbi.models.speech_llm import SpeechLLM, SpeechLLMConfig
+from mtbi.train.dataset import DataConfig, ImitationDataset, collate
+from mtbi.train.sampler import BucketBatchSampler, padding_fraction
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = {"float32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """``optim`` in a training config: AdamW with linear warmup and cosine decay to 0."""
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    max_steps: int = 1000
+    batch_size: int = 32      # examples per micro-batch, all ranks together
+    accum_grad: int = 1       # micro-batches per optimizer step
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training config (``conf/train_*.yaml``)."""
+
+    model: SpeechLLMConfig = field(default_factory=SpeechLLMConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ce_weight: float = 1.0
+    kl_weight: float = 0.0         # > 0: add KL to the frozen LLM's logits on the transcript
+    seed: int = 0
+    precision: str = "float32"     # bf16 or fp16: autocast on GPUs (ignored on CPU)
+    log_interval: int = 10
+    save_interval: int = 200       # checkpoint and validation loss every so many steps
+    keep_checkpoints: int = 2
+    valid_examples: int = 256      # validation loss on the first so many validation examples
+    bucketing: bool = True
+    num_workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise MtbiError(f"precision '{self.precision}': use one of {', '.join(PRECISIONS)}")
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, value: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1:
+            dist.all_reduce(value)
+        return value
+
+
+def init_distributed(device: torch.device) -> Distributed:
+    """Join the torchrun process group (gloo on CPU, nccl on GPU) when WORLD_SIZE > 1."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), world_size)
+
+
+def lr_lambda(config: OptimConfig):
+    def schedule(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return schedule
+
+
+class Trainer:
+    """Trains ``model`` on ``train_set`` (validation loss on ``valid_set``) into ``out_dir``;
+    ``stamp`` is written to ``.done`` at the end."""
+
+    def __init__(self, model: SpeechLLM, config: TrainConfig, train_set: ImitationDataset,
+                 valid_set: ImitationDataset | None, out_dir: str | Path, device: torch.device,
+                 ddp: Distributed = Distributed(), stamp: dict | None = None) -> None:
+        self.stamp = stamp or {}
+        self.model, self.config, self.out_dir = model.to(device), config, Path(out_dir)
+        self.train_set, self.valid_set, self.device, self.ddp = train_set, valid_set, device, ddp
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise MtbiError("the model has no trainable weights")
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.optim.learning_rate,
+                                           weight_decay=config.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config.optim))
+        self.step = 0
+        self.wrapped = model
+        if ddp.world_size > 1:
+            self.wrapped = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        dtype = PRECISIONS[config.precision] if device.type == "cuda" else None
+        self.autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if dtype else contextlib.nullcontext
+        self.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        found = [p for p in self.checkpoint_dir.glob("step_*") if (p / "trainer_state.json").is_file()]
+        return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoints/step_<N>`` (rank 0 the weights and optimizer, every rank its RNG)."""
+        path = self.checkpoint_dir / f"step_{self.step:07d}"
+        rng_file = f"rng.{self.ddp.rank}.pt"
+        if self.ddp.world_size > 1:  # every rank writes its RNG state before rank 0 finishes the dir
+            staging = self.checkpoint_dir / f".rng_step_{self.step:07d}"
+            staging.mkdir(parents=True, exist_ok=True)
+            torch.save(_rng_state(), staging / rng_file)
+            dist.barrier()
+        if self.ddp.is_main:
+            with atomic_dir(path) as tmp:
+                save_file({k: v.contiguous().cpu() for k, v in self.model.trainable_state_dict().items()},
+                          tmp / "model.safetensors")
+                torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                            "scaler": self.scaler.state_dict() if self.scaler else None}, tmp / "optimizer.pt")
+                if self.ddp.world_size > 1:
+                    for f in staging.iterdir():
+                        shutil.move(str(f), tmp / f.name)
+                    staging.rmdir()
+                else:
+                    torch.save(_rng_state(), tmp / rng_file)
+                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step,
+                                                                    "world_size": self.ddp.world_size}))
+            for old in self.checkpoints()[:-self.config.keep_checkpoints]:
+                shutil.rmtree(old)
+        if self.ddp.world_size > 1:
+            dist.barrier()
+
+    def resume(self) -> None:
+        """Load the last complete checkpoint, if any, and drop loss lines logged after it."""
+        found = self.checkpoints()
+        if not found:
+            return
+        path = found[-1]
+        state = json.loads((path / "trainer_state.json").read_text())
+        self.model.load_trainable_state_dict(
+            {k: v.to(self.device) for k, v in load_file(path / "model.safetensors").items()}, str(path))
+        saved = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.scaler and saved["scaler"]:
+            self.scaler.load_state_dict(saved["scaler"])
+        rng = path / f"rng.{self.ddp.rank}.pt"
+        if state["world_size"] == self.ddp.world_size and rng.is_file():
+            _set_rng_state(torch.load(rng, weights_only=True))
+        else:
+            logger.warning("%s was written by %d processes, this run has %d: RNG states are not restored",
+                           path, state["world_size"], self.ddp.world_size)
+        self.step = state["step"]
+        if self.ddp.is_main:
+            _truncate_log(self.out_dir / "losses.jsonl", self.step)
+        logger.info("resumed from %s (step %d)", path, self.step)
+
+    # -- training ----------------------------------------------------------------------------
+    def _loader(self, start_batch: int) -> torch.utils.data.DataLoader:
+        sampler = BucketBatchSampler(self.train_set.lengths, self.config.optim.batch_size, self.config.seed,
+                                     self.ddp.world_size, self.ddp.rank, bucketing=self.config.bucketing,
+                                     start=start_batch)
+        return torch.utils.data.DataLoader(
+            self.train_set, batch_sampler=sampler, num_workers=self.config.num_workers,
+            collate_fn=functools.partial(collate, with_text_prompts=self.config.kl_weight > 0))
+
+    def report_padding(self) -> dict[str, float]:
+        """Padding fraction of one epoch's batches with and without length bucketing."""
+        fractions = {}
+        for bucketing in (True, False):
+            sampler = BucketBatchSampler(self.train_set.lengths, self.config.optim.batch_size,
+                                         self.config.seed, bucketing=bucketing)
+            fractions["bucketed" if bucketing else "random"] = padding_fraction(
+                self.train_set.lengths, sampler.global_batches(0))
+        logger.info("padding fraction of the speech frames: %.1f%% bucketed, %.1f%% without bucketing",
+                    100 * fractions["bucketed"], 100 * fractions["random"])
+        return fractions
+
+    def train(self) -> None:
+        config, optim = self.config, self.config.optim
+        self.resume()
+        padding = self.report_padding()
+        if self.step >= optim.max_steps:
+            logger.info("training already reached step %d", self.step)
+            self.finish()
+            return
+        writer = None
+        if self.ddp.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step + 1)
+            writer.add_scalar("data/padding_fraction", padding["bucketed"], self.step)
+        batches = iter(self._loader(self.step * optim.accum_grad))
+        progress = tqdm(total=optim.max_steps, initial=self.step, desc="training", unit="step",
+                        disable=not self.ddp.is_main, mininterval=5.0)
+        self.model.train()
+        window = {"ce": 0.0, "kl": 0.0, "tokens": 0, "frames": 0, "start": time.time()}
+        while self.step < optim.max_steps:
+            micro = [next(batches) for _ in range(optim.accum_grad)]
+            tokens = self.ddp.all_sum(torch.tensor(float(sum(b.num_target_tokens for b in micro)))).item()
+            scale = self.ddp.world_size / tokens
+            for i, batch in enumerate(micro):
+                sync = i == len(micro) - 1 or self.ddp.world_size == 1
+                no_sync = contextlib.nullcontext() if sync else self.wrapped.no_sync()
+                with no_sync, self.autocast():
+                    out = self.wrapped(batch.to(self.device), scale, config.kl_weight, config.ce_weight)
+                loss = out["loss"]
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+                window["ce"] += out["ce_sum"].item()
+                window["kl"] += out.get("kl_sum", torch.zeros(())).item()
+                window["frames"] += int(batch.feats_lens.sum())
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, optim.grad_clip)
+            if not torch.isfinite(grad_norm):
+                raise MtbiError(f"the gradient is not finite at step {self.step + 1} (loss diverged); lower "
+                                f"optim.learning_rate or use precision bf16; checkpoints are in {self.checkpoint_dir}")
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.step += 1
+            window["tokens"] += tokens
+            progress.update(1)
+            if self.step % config.log_interval == 0 or self.step == optim.max_steps:
+                self._log(window, writer, progress)
+                window = {"ce": 0.0, "kl": 0.0, "tokens": 0, "frames": 0, "start": time.time()}
+            if self.step % config.save_interval == 0 or self.step == optim.max_steps:
+                self._validate(writer)
+                self.save_checkpoint()
+        progress.close()
+        if writer:
+            writer.close()
+        self.finish()
+
+    def _log(self, window: dict, writer, progress: tqdm) -> None:
+        sums = self.ddp.all_sum(torch.tensor([window["ce"], window["kl"], float(window["frames"])]))
+        seconds = time.time() - window["start"]
+        record = {"step": self.step, "loss": round(sums[0].item() / window["tokens"], 5),
+                  "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": round(window["tokens"] / seconds, 1),
+                  "frames_per_s": round(sums[2].item() / seconds, 1)}
+        if self.config.kl_weight > 0:
+            record["kl"] = round(sums[1].item() / window["tokens"], 5)
+        if not self.ddp.is_main:
+            return
+        progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+        logger.info("step %d: %s", self.step, ", ".join(f"{k} {v}" for k, v in record.items() if k != "step"))
+        for key in ("loss", "kl", "lr", "tokens_per_s", "frames_per_s"):
+            if key in record:
+                writer.add_scalar(f"train/{key}", record[key], self.step)
+        _append_line(self.out_dir / "losses.jsonl", record)
+
+    @torch.no_grad()
+    def _validate(self, writer) -> None:
+        if self.valid_set is None:
+            return
+        self.model.eval()
+        count = min(len(self.valid_set), self.config.valid_examples)
+        mine = list(range(self.ddp.rank, count, self.ddp.world_size))
+        total = torch.zeros(2)
+        size = max(1, self.config.optim.batch_size // self.ddp.world_size)
+        for start in range(0, len(mine), size):
+            batch = collate([self.valid_set[(i, 0)] for i in mine[start:start + size]]).to(self.device)
+            with self.autocast():
+                out = self.model(batch, 1.0)
+            total += torch.tensor([out["ce_sum"].item(), float(batch.num_target_tokens)])
+        total = self.ddp.all_sum(total)
+        self.model.train()
+        if self.ddp.is_main:
+            loss = total[0].item() / total[1].item()
+            logger.info("step %d: validation loss %.4f on %d examples", self.step, loss, count)
+            writer.add_scalar("valid/loss", loss, self.step)
+            _append_line(self.out_dir / "losses.jsonl", {"step": self.step, "valid_loss": round(loss, 5)})
+
+    def finish(self) -> None:
+        """Write the final weights, the loss curve and ``.done`` with ``self.stamp`` (rank 0)."""
+        if not self.ddp.is_main:
+            return
+        last = self.checkpoints()[-1]
+        shutil.copyfile(last / "model.safetensors", self.out_dir / ".model.safetensors.tmp")
+        os.replace(self.out_dir / ".model.safetensors.tmp", self.out_dir / "model.safetensors")
+        plot_losses(self.out_dir / "losses.jsonl", self.out_dir / "loss_curve.png")
+        touch_done(self.out_dir / ".done", self.stamp)
+        logger.info("training done: %s (step %d), loss curve %s", self.out_dir / "model.safetensors",
+                    self.step, self.out_dir / "loss_curve.png")
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _append_line(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the complete lines of ``path`` up to ``step`` (a resumed run logs the rest again)."""
+    if not path.exists():
+        return
+    lines = path.read_bytes().split(b"\n")[:-1]
+    kept = [line + b"\n" for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+    with atomic_write(path, "wb") as f:
+        f.writelines(kept)
+
+
+def _step_of(line: bytes) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def plot_losses(losses: Path, png: Path) -> None:
+    """Training and validation loss against the step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in losses.read_text().splitlines()] if losses.exists() else []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("loss", "train"), ("valid_loss", "validation")):
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if points:
+            ax.plot(*zip(*points), label=label, marker="o" if key == "valid_loss" else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy per response token")
+    ax.set_yscale("log")
+    ax.set_title(png.parent.name)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(png, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+

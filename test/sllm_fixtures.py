@@ -1,0 +1,62 @@
+"""Small real data for SLLM tests: espeak-ng speech with word timings, Whisper log-mel
+features (kaldiio), rule-made targets, a random tiny Conformer encoder dir and a random teacher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kaldiio
+import soxr
+import torch
+
+from mtbi.data.features import SAMPLE_RATE, log_mel
+from mtbi.data.tts import Synthesizer, Voice
+from mtbi.models.encoders import ConformerConfig, EncoderConfig, build_encoder, save_encoder
+from mtbi.tasks.bank import load_task_bank
+from mtbi.tasks.mini_rules import rule_answer
+from teacher_fixtures import SENTENCES, make_random_teacher
+
+TASKS = ("transcription", "qa_subject", "qa_color", "continuation")
+VOICES = (Voice("en-us", 175, 50), Voice("en-gb-x-rp+f3", 160, 60))
+
+
+def make_imitation_data(root: Path, num_utts: int = 8) -> dict[str, Path]:
+    """Features, word_align and targets.jsonl for ``num_utts`` utterances under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    synthesizer = Synthesizer()
+    bank = load_task_bank()
+    align_lines, frames, records = [], {}, []
+    with kaldiio.WriteHelper(f"ark,scp:{root / 'feats.ark'},{root / 'feats.scp'}") as writer:
+        for n in range(num_utts):
+            text = SENTENCES[n % len(SENTENCES)]
+            utt = f"spk{n % 2}-utt{n:03d}"
+            result = synthesizer.synthesize(text, VOICES[n % 2])
+            samples = soxr.resample(result.samples, result.sample_rate, SAMPLE_RATE)
+            feats = log_mel(samples).numpy()
+            writer(utt, feats)
+            frames[utt] = feats.shape[0]
+            align_lines += [f"{utt} {w.start:.3f} {w.end:.3f} {word}" for w, word in zip(result.words, text.split())]
+            for task in TASKS:
+                prompt_id = bank.prompt_ids(task, "seen")[n % 2]
+                records.append({"utt": utt, "task": task, "prompt_id": prompt_id, "prompt": bank.prompt(prompt_id),
+                                "transcript": text, "response": rule_answer(bank.task(task).rule, text),
+                                "teacher": "rule", "gen": {}})
+    (root / "utt2num_frames").write_text("".join(f"{u} {n}\n" for u, n in sorted(frames.items())))
+    (root / "word_align").write_text("".join(line + "\n" for line in align_lines))
+    (root / "targets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return {"feats": root, "targets": root / "targets.jsonl", "word_align": root / "word_align"}
+
+
+def make_random_encoder(out_dir: Path, seed: int = 0) -> Path:
+    """A random 2-block Conformer encoder dir (40 ms frames, 64 channels)."""
+    torch.manual_seed(seed)
+    config = EncoderConfig(kind="conformer", conformer=ConformerConfig(
+        output_size=64, attention_heads=4, linear_units=128, num_blocks=2, cnn_module_kernel=7))
+    save_encoder(out_dir, build_encoder(config))
+    return out_dir
+
+
+def make_model_dirs(root: Path) -> tuple[Path, Path]:
+    """(encoder dir, teacher dir) with random weights."""
+    return make_random_encoder(root / "encoder"), make_random_teacher(root / "teacher")

@@ -1,0 +1,144 @@
+"""Stage 6 trainer: bucketing, rank splits, exact resume after kill -9, DDP equals one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import REPO_ROOT
+from mtbi.config import load_config
+from mtbi.errors import MtbiError
+from mtbi.train.sampler import BucketBatchSampler, padding_fraction
+from mtbi.train.trainer import TrainConfig
+from sllm_fixtures import make_imitation_data, make_model_dirs
+
+
+def test_bucketing_keeps_padding_under_ten_percent() -> None:
+    rng = random.Random(0)
+    lengths = [rng.randint(150, 900) for _ in range(3000)]
+    fractions = {}
+    for bucketing in (True, False):
+        sampler = BucketBatchSampler(lengths, 32, seed=1, bucketing=bucketing)
+        batches = sampler.global_batches(0)
+        assert sorted(i for b in batches for i in b) == sorted(set(i for b in batches for i in b))
+        assert len(batches) == 3000 // 32
+        fractions[bucketing] = padding_fraction(lengths, batches)
+    assert fractions[True] < 0.10 < 0.25 < fractions[False]
+
+
+def test_ranks_split_the_global_batches_and_iteration_resumes_anywhere() -> None:
+    lengths = list(range(100, 200))
+    single = BucketBatchSampler(lengths, 8, seed=3)
+    ranks = [BucketBatchSampler(lengths, 8, seed=3, world_size=2, rank=r) for r in (0, 1)]
+    it_single, it_ranks = iter(single), [iter(r) for r in ranks]
+    for _ in range(30):  # 12 batches an epoch: crosses two epoch boundaries
+        assert next(it_single) == next(it_ranks[0]) + next(it_ranks[1])
+    later = iter(BucketBatchSampler(lengths, 8, seed=3, start=17))
+    replay = iter(single.__class__(lengths, 8, seed=3))
+    for _ in range(17):
+        next(replay)
+    assert [next(later) for _ in range(5)] == [next(replay) for _ in range(5)]
+
+
+def test_a_config_typo_is_an_error_listing_the_valid_keys(tmp_path: Path) -> None:
+    conf = tmp_path / "train.yaml"
+    conf.write_text("optim:\n  learning_rat: 0.1\n")
+    with pytest.raises(MtbiError, match=r"train.yaml: optim: unknown key 'learning_rat'; valid keys: learning_rate"):
+        load_config(conf, TrainConfig)
+    conf.write_text("model:\n  connector:\n    stride: two\n")
+    with pytest.raises(MtbiError, match="model: connector: stride: expected int, got 'two'"):
+        load_config(conf, TrainConfig)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("sllm")
+    data = make_imitation_data(root / "data", num_utts=8)
+    encoder_dir, teacher_dir = make_model_dirs(root)
+    teacher_conf = root / "teacher.yaml"
+    teacher_conf.write_text(yaml.safe_dump({"kind": "hf", "name": "random", "model_dir": str(teacher_dir)}))
+    return {"root": root, "data": data, "encoder": encoder_dir, "teacher_conf": teacher_conf}
+
+
+def write_config(path: Path, **optim) -> Path:
+    config = {"model": {"connector": {"kind": "conv", "stride": 2, "hidden_size": 32}},
+              "data": {"tasks": ["transcription", "qa_subject", "qa_color", "continuation"],
+                       "interleave": {"prob": 0.5}},
+              "optim": {"learning_rate": 0.01, "warmup_steps": 2, "max_steps": 6, "batch_size": 4, **optim},
+              "log_interval": 1, "save_interval": 2, "valid_examples": 8, "num_workers": 0}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_command(setup: dict, config: Path, out_dir: Path) -> list[str]:
+    data = setup["data"]
+    return ["-m", "mtbi.bin.train", "--config", str(config), "--out_dir", str(out_dir),
+            "--train_feats", str(data["feats"]), "--train_targets", str(data["targets"]),
+            "--train_align", str(data["word_align"]), "--valid_feats", str(data["feats"]),
+            "--valid_targets", str(data["targets"]), "--encoder_dir", str(setup["encoder"]),
+            "--teacher_conf", str(setup["teacher_conf"]), "--num_threads", "1"]
+
+
+def losses(out_dir: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if not k.endswith("_per_s")}
+            for line in (out_dir / "losses.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_training_resumes_after_kill_with_the_same_loss_curve(setup: dict, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "train.yaml", max_steps=40)
+    straight = tmp_path / "straight"
+    subprocess.run([sys.executable, *train_command(setup, config, straight)], check=True, capture_output=True)
+    assert (straight / "model.safetensors").is_file() and (straight / "loss_curve.png").stat().st_size > 1000
+    assert len([r for r in losses(straight) if "loss" in r]) == 40
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, *train_command(setup, config, killed)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((killed / "checkpoints").glob("step_0000010")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / ".done").exists(), "the run ended before it could be killed"
+    result = subprocess.run([sys.executable, *train_command(setup, config, killed)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed from" in result.stderr
+    assert losses(killed) == losses(straight)
+    a, b = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    rerun = subprocess.run([sys.executable, *train_command(setup, config, killed)], capture_output=True, text=True)
+    assert "already trained with this config" in rerun.stderr
+    other = write_config(tmp_path / "other.yaml", max_steps=40, learning_rate=0.5)
+    (killed / ".done").unlink()
+    refused = subprocess.run([sys.executable, *train_command(setup, other, killed)], capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith(f"ERROR: {killed} holds checkpoints of another config")
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_take_the_same_step_as_one_process(setup: dict, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "train.yaml", max_steps=2, warmup_steps=1)
+    one = tmp_path / "one"
+    subprocess.run([sys.executable, *train_command(setup, config, one)], check=True, capture_output=True)
+    two = tmp_path / "two"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             *train_command(setup, config, two)], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
+    assert [r["loss"] for r in losses(one) if "loss" in r] == pytest.approx(
+        [r["loss"] for r in losses(two) if "loss" in r], rel=1e-5)

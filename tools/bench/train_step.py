@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Benchmark: SLLM training-step throughput and model FLOP utilisation, and the padding saved
+by length bucketing, on a recipe's stage outputs (stages 1-5 done).
+
+    tools/venv/bin/python tools/bench/train_step.py --recipe egs/librispeech_mtbi [--device cuda]
+
+Counts the FLOPs of one training step with torch.utils.flop_counter, times ``--steps`` steps,
+and times a plain square matmul of the same total FLOPs in the same run (the baseline): MFU
+here is the training step's FLOP/s divided by that matmul's FLOP/s on this device. Prints
+frames/s, target tokens/s, both FLOP/s and their ratio, and the padding fraction of the speech
+frames with and without bucketing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mtbi.config import load_config
+from mtbi.models.speech_llm import build_speech_llm
+from mtbi.tasks.bank import load_task_bank
+from mtbi.train.dataset import ImitationDataset, collate
+from mtbi.train.sampler import BucketBatchSampler, padding_fraction
+from mtbi.train.trainer import TrainConfig
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_flops_per_s(total_flops: float, device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of one square matmul doing ``total_flops`` (2 n^3), best of 5."""
+    n = max(64, round((total_flops / 2) ** (1 / 3)))
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="egs/librispeech_mtbi")
+    parser.add_argument("--train_set", default="train_clean_100")
+    parser.add_argument("--config", default="conf/train_mtbi.yaml", help="relative to --recipe")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch_size", type=int, default=0, help="0: the config's")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num_threads", type=int, default=0)
+    args = parser.parse_args()
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    recipe, device = Path(args.recipe), torch.device(args.device)
+    feats = recipe / "dump" / "logmel80" / args.train_set
+    targets = recipe / "exp" / "targets" / args.train_set / "targets.jsonl"
+    for needed in (feats / "feats.scp", targets, recipe / "exp" / "encoder" / ".done", recipe / "exp" / "teacher" / ".done"):
+        if not needed.exists():
+            parser.error(f"{needed} is missing; run stages 1-5 of {recipe} first")
+    config = load_config(recipe / args.config, TrainConfig)
+    batch_size = args.batch_size or config.optim.batch_size
+
+    torch.manual_seed(0)
+    model, tokenizer = build_speech_llm(config.model, recipe / "exp" / "encoder", recipe / "exp" / "teacher")
+    model = model.to(device).train()
+    dataset = ImitationDataset(feats, targets, tokenizer, load_task_bank(recipe / "conf" / "tasks.yaml").train_tasks,
+                               config.data, recipe / "data" / args.train_set / "word_align")
+    fractions = {b: padding_fraction(dataset.lengths, BucketBatchSampler(dataset.lengths, batch_size, bucketing=b)
+                                     .global_batches(0)) for b in (True, False)}
+    batches = iter(BucketBatchSampler(dataset.lengths, batch_size))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step() -> tuple[int, int]:
+        batch = collate([dataset[item] for item in next(batches)]).to(device)
+        model(batch, 1.0 / batch.num_target_tokens)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return int(batch.feats_lens.sum()), batch.num_target_tokens
+
+    step()  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops_per_step = counter.get_total_flops()
+    frames = tokens = 0
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        f, t = step()
+        frames, tokens = frames + f, tokens + t
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    achieved = flops_per_step * args.steps / seconds
+    baseline = matmul_flops_per_s(flops_per_step, device, torch.float32)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; config {args.config}; batch {batch_size}; {args.steps} steps in {seconds:.1f} s")
+    print(f"throughput: {args.steps / seconds:.2f} steps/s, {frames / seconds:.0f} frames/s (10 ms), "
+          f"{tokens / seconds:.0f} target tokens/s")
+    print(f"model FLOPs per step (flop counter, data loading excluded from the count): {flops_per_step / 1e9:.2f} GFLOP")
+    print(f"training step: {achieved / 1e9:.2f} GFLOP/s; baseline matmul of the same FLOPs: {baseline / 1e9:.2f} GFLOP/s")
+    print(f"model FLOP utilisation against the matmul baseline: {achieved / baseline:.3f}")
+    print(f"padding of speech frames: {100 * fractions[True]:.1f}% bucketed vs {100 * fractions[False]:.1f}% "
+          f"random batches ({fractions[False] / max(fractions[True], 1e-9):.1f}x less)")
+
+
+if __name__ == "__main__":
+    main()
