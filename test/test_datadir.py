@@ -116,3 +116,25 @@ def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert oct((tmp_path / "d" / "text").stat().st_mode & 0o777) == "0o644"
+
+
+def test_subset_and_validation_of_the_optional_ctm(tmp_path: Path) -> None:
+    write_data_dir(tmp_path / "full", UTTS)
+    (tmp_path / "full" / "ctm").write_text("spkA-001 1 0.1 0.2 hello\nspkA-001 1 0.3 0.2 there\n"
+                                           "spkB-002 1 0.0 0.4 third\n")
+    assert validate_data_dir(tmp_path / "full") == []
+    subset_data_dir(tmp_path / "full", tmp_path / "sub", {"spkB-002"})
+    assert (tmp_path / "sub" / "ctm").read_text() == "spkB-002 1 0.0 0.4 third\n"
+    (tmp_path / "full" / "ctm").unlink()
+    subset_data_dir(tmp_path / "full", tmp_path / "sub", {"spkB-002"})
+    assert not (tmp_path / "sub" / "ctm").exists()
+
+    (tmp_path / "full" / "ctm").write_text("spkB-002 1 0.0 0.4 third\nspkA-001 1 x 0.2 hello\n"
+                                           "spkC-001 1 0.0 -1 who\nspkA-001 1 0.0 0.2\n")
+    assert [str(p).split("/")[-1] for p in validate_data_dir(tmp_path / "full")] == [
+        "ctm:2: not grouped by sorted utterance: 'spkA-001' after 'spkB-002' (sort with LC_ALL=C)",
+        "ctm:2: non-numeric times for 'spkA-001'",
+        "ctm:3: utterance 'spkC-001' is not in utt2spk",
+        "ctm:3: negative time for 'spkC-001'",
+        "ctm:4: expected 'utt channel start duration word'",
+    ]

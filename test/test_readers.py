@@ -130,3 +130,35 @@ def test_stage1_error_when_nothing_usable(commonvoice_root: Path, tmp_path: Path
     assert result.returncode == 1
     assert "no usable utterance in other; see the reasons in" in result.stderr
     assert (tmp_path / "o" / "skipped.txt").read_text().startswith("s-nope\taudio file not found")
+
+
+def test_corpus_word_timings_go_to_the_data_dir_ctm(librispeech_root: Path, tmp_path: Path) -> None:
+    alignments = librispeech_root / "alignments"
+    alignments.mkdir()
+    (alignments / "dev-clean.ctm").write_text(
+        "84-121123-0001 1 0.10 0.20 HELLO\n84-121123-0001 1 0.30 0.20 WORLD\n"
+        "174-50561-0000 1 0.0 0.5 HELLO\n9-9-0000 1 0.0 0.5 ELSEWHERE\n")
+    (librispeech_root / "dev-clean" / "84" / "121123" / "84-121123-0000.flac").write_bytes(b"broken")
+    out = tmp_path / "dev_clean"
+    result = _prepare("--corpus", "librispeech", "--root", str(librispeech_root), "--parts", "dev-clean",
+                      "--out_dir", str(out))
+    assert result.returncode == 0, result.stderr
+    assert (out / "ctm").read_text().splitlines() == [
+        "174-50561-0000 1 0.000 0.500 HELLO", "84-121123-0001 1 0.100 0.200 HELLO",
+        "84-121123-0001 1 0.300 0.200 WORLD"]
+    assert "word timings for 2 of 3 utterances" in result.stderr
+    assert validate_data_dir(out) == []
+    (alignments / "dev-clean.ctm").write_text("84-121123-0001 1 0.10 0.20 HELLO\n")
+    again = _prepare("--corpus", "librispeech", "--root", str(librispeech_root), "--parts", "dev-clean",
+                     "--out_dir", str(out))
+    assert "already prepared" not in again.stderr  # a changed alignment file redoes stage 1
+    assert (out / "ctm").read_text() == "84-121123-0001 1 0.100 0.200 HELLO\n"
+
+
+def test_commonvoice_word_timings_are_keyed_by_utterance_id(commonvoice_root: Path) -> None:
+    (commonvoice_root / "alignments").mkdir()
+    (commonvoice_root / "alignments" / "dev.ctm").write_text("common_voice_en_4 1 0.1 0.4 Sentence.\n")
+    dev = read_commonvoice(commonvoice_root, "dev")
+    assert list(dev.word_times) == ["spk0-common_voice_en_4"]
+    assert dev.word_times["spk0-common_voice_en_4"][0].word == "Sentence."
+    assert read_commonvoice(commonvoice_root, "test").word_times == {}

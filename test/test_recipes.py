@@ -114,28 +114,53 @@ def test_driver_options(tmp_path: Path) -> None:
     assert helped.returncode == 0 and "--stop_stage" in helped.stderr and "Stages" in helped.stderr
     bad = run(recipe, "--stagee", "3")
     assert bad.returncode == 1 and "unknown option --stagee" in bad.stderr
-    later = run(recipe, "--stage", "3", "--stop_stage", "3")
-    assert later.returncode == 1 and "not implemented yet: stage 3" in later.stderr
+    later = run(recipe, "--stage", "7", "--stop_stage", "7")
+    assert later.returncode == 1 and "not implemented yet: stage 7" in later.stderr
     typo = run(recipe, "--stage", "abc")
     assert typo.returncode == 1 and "--stage must be a whole number" in typo.stderr
     zero = run(recipe, "--nj", "0")
     assert zero.returncode == 1 and "--nj must be a whole number (nj and gen_nj at least 1)" in zero.stderr
 
 
+def quick_configs(recipe: Path, tmp_path: Path) -> dict[str, Path]:
+    """The recipe's configs with a few training steps each (the plumbing, not the quality)."""
+    quick = tmp_path / "quick"
+    quick.mkdir()
+    edits = {"teacher_tiny": [("steps: 2000", "steps: 20"), ("hidden_size: 192", "hidden_size: 64")],
+             "encoder_tiny": [("steps: 600", "steps: 4"), ("num_blocks: 4", "num_blocks: 1")]}
+    for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"):
+        edits[f"train_{tag}"] = [("max_steps: 600", "max_steps: 3"), ("batch_size: 32", "batch_size: 4"),
+                                 ("save_interval: 200", "save_interval: 2")]
+    paths = {}
+    for name, changes in edits.items():
+        text = (recipe / "conf" / f"{name}.yaml").read_text()
+        for old, new in changes:
+            assert old in text, (name, old)
+            text = text.replace(old, new)
+        paths[name] = quick / f"{name}.yaml"
+        paths[name].write_text(text)
+    return paths
+
+
 @pytest.mark.slow
-def test_stages_4_5_teacher_and_targets(tmp_path: Path) -> None:
+def test_stages_1_to_6_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
-    teacher_conf = tmp_path / "teacher_quick.yaml"
-    teacher_conf.write_text((recipe / "conf" / "teacher_tiny.yaml").read_text()
-                            .replace("steps: 2000", "steps: 20").replace("hidden_size: 192", "hidden_size: 64"))
-    stage1 = run(recipe, "--stage", "1", "--stop_stage", "1", "--local_data_opts", TINY)
-    assert stage1.returncode == 0, stage1.stderr[-3000:]
-    result = run(recipe, "--stage", "4", "--stop_stage", "5", "--teacher_conf", str(teacher_conf),
-                 "--gen_nj", "2")
+    conf = quick_configs(recipe, tmp_path)
+    stages = run(recipe, "--stage", "1", "--stop_stage", "3", "--nj", "2", "--local_data_opts", TINY)
+    assert stages.returncode == 0, stages.stderr[-3000:]
+    for dset, n_utts in (("train_clean_100", 12), ("dev_clean", 4), ("test_clean", 4)):
+        lines = (recipe / "data" / dset / "word_align").read_text().splitlines()
+        assert len({line.split()[0] for line in lines}) == n_utts
+        assert len(lines) == sum(len(t.split()) for t in read_table(recipe / "data" / dset / "text").values())
+    train_confs = " ".join(str(conf[f"train_{t}"]) for t in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"))
+    options = ["--teacher_conf", str(conf["teacher_tiny"]), "--encoder_conf", str(conf["encoder_tiny"]),
+               "--gen_nj", "2", "--train_confs", train_confs, "--train_opts", "--num_threads 1"]
+    result = run(recipe, "--stage", "4", "--stop_stage", "6", *options)
     assert result.returncode == 0, result.stderr[-3000:]
     teacher = recipe / "exp" / "teacher"
     assert (teacher / "model.safetensors").is_file() and (teacher / "tokenizer.json").is_file()
     assert "| sentiment | held-out |" in (teacher / "teacher_report.md").read_text()
+    assert (recipe / "exp" / "encoder" / "model.safetensors").is_file()
     for dset, n_utts in (("train_clean_100", 12), ("dev_clean", 4)):
         lines = (recipe / "exp" / "targets" / dset / "targets.jsonl").read_text().splitlines()
         records = [json.loads(line) for line in lines]
@@ -143,7 +168,14 @@ def test_stages_4_5_teacher_and_targets(tmp_path: Path) -> None:
         assert {r["teacher"] for r in records} == {"tiny-rule-teacher"}
         assert not {r["task"] for r in records} & {"qa_place", "keywords", "sentiment"}
     assert "sample [transcription]" in result.stderr
-    again = run(recipe, "--stage", "4", "--stop_stage", "5", "--teacher_conf", str(teacher_conf),
-                "--gen_nj", "2")
+    for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"):
+        exp = recipe / "exp" / f"sllm_{tag}"
+        assert (exp / "model.safetensors").is_file() and (exp / "loss_curve.png").is_file(), tag
+        steps = [json.loads(line)["step"] for line in (exp / "losses.jsonl").read_text().splitlines()]
+        assert max(steps) == 3 and "training done" in (exp / "train.log").read_text()
+    assert "step 3:" in result.stderr  # the training log is shown on the terminal
+    again = run(recipe, "--stage", "4", "--stop_stage", "6", *options)
+    assert again.returncode == 0, again.stderr[-3000:]
     assert "teacher already prepared" in again.stderr, again.stderr
+    assert "already trained with this config" in again.stderr
     assert "already done" in (recipe / "exp" / "targets" / "dev_clean" / "log" / "make_targets.1.log").read_text()

@@ -23,11 +23,19 @@ local_data_opts=     # extra options for local/data.sh
 n_mels=80            # 80 (Whisper up to large-v2) or 128 (large-v3)
 dumpdir=dump         # features go to ${dumpdir}/logmel${n_mels}/<set>
 allow_upsample=false # true: accept audio below 16 kHz (upsampled), else it is skipped
-# Teacher and imitation targets (stages 4-5)
+# Word alignment (stage 3)
+align_method=auto    # auto (the corpus's own timings in data/<set>/ctm, else ctc), ctm, textgrid or ctc
+align_opts=          # extra options for mtbi.bin.align_words, e.g. "--align_files /data/mfa_textgrids"
+# Teacher, encoder and imitation targets (stages 4-5)
 task_conf=conf/tasks.yaml            # task bank and its seen/unseen, train/held-out split
 teacher_conf=conf/teacher_tiny.yaml  # the teacher LLM (tiny, gguf or hf; see conf/teacher_*.yaml)
+encoder_conf=conf/encoder_tiny.yaml  # the speech encoder (conformer: CTC-pretrained here; whisper: a local dir)
 gen_nj=1             # parallel target-generation jobs (each loads the teacher)
 gen_opts=            # extra options for mtbi.bin.make_targets, e.g. "--backend vllm --device cuda"
+# SLLM training (stage 6)
+train_confs="conf/train_asr_sft.yaml conf/train_blsp.yaml conf/train_mtbi.yaml conf/train_mtbi_interleave.yaml"
+ngpu=0               # GPUs per training run (0: CPU; > 1: torchrun DDP)
+train_opts=          # extra options for mtbi.bin.train, e.g. "--num_threads 8"
 
 help_message=$(cat << EOF
 Usage: $0 --train_set <name> --valid_set <name> --test_sets "<names>" [options]
@@ -36,9 +44,9 @@ Stages (select with --stage N --stop_stage M):
   1  data preparation: local/data.sh -> data/<set>/{wav.scp,text,utt2spk,spk2utt}
   2  log-mel features (sharded over --nj)  -> ${dumpdir}/logmel<n_mels>/<set>/feats.scp
   3  word alignment                        -> data/<set>/word_align
-  4  teacher LLM                          -> ${expdir}/teacher
+  4  teacher LLM and speech encoder        -> ${expdir}/teacher, ${expdir}/encoder
   5  imitation targets by the teacher      -> ${expdir}/targets/<set>/targets.jsonl
-  6  SLLM training                         -> ${expdir}/sllm_<tag>
+  6  SLLM training, one per --train_confs   -> ${expdir}/sllm_<tag> (tag: conf/train_<tag>.yaml)
   7  benchmark inference                   -> ${expdir}/sllm_<tag>/bench_<set>/hyp.jsonl
   8  scoring and report                    -> ${expdir}/sllm_<tag>/bench_<set>/scores.json
 
@@ -51,10 +59,16 @@ Options (defaults in brackets):
   --n_mels               mel bins, 80 or 128 [${n_mels}]
   --dumpdir              feature dir [${dumpdir}]
   --allow_upsample       accept audio below 16 kHz [${allow_upsample}]
+  --align_method         auto, ctm, textgrid or ctc [${align_method}]
+  --align_opts           options for mtbi.bin.align_words [${align_opts}]
   --task_conf            task bank and split [${task_conf}]
   --teacher_conf         teacher LLM config [${teacher_conf}]
+  --encoder_conf         speech encoder config [${encoder_conf}]
   --gen_nj               parallel target-generation jobs [${gen_nj}]
   --gen_opts             options for mtbi.bin.make_targets [${gen_opts}]
+  --train_confs          training configs, one SLLM each [${train_confs}]
+  --ngpu                 GPUs per training run, 0 for CPU [${ngpu}]
+  --train_opts           options for mtbi.bin.train [${train_opts}]
 EOF
 )
 
@@ -80,8 +94,8 @@ for var in train_set valid_set test_sets; do
         log "ERROR: --${var} is required (set it in run.sh)"; exit 1
     fi
 done
-for var in stage stop_stage nj gen_nj; do
-    if ! [[ "${!var}" =~ ^[0-9]+$ ]] || { [ "${var}" != stage ] && [ "${var}" != stop_stage ] && [ "${!var}" -eq 0 ]; }; then
+for var in stage stop_stage nj gen_nj ngpu; do
+    if ! [[ "${!var}" =~ ^[0-9]+$ ]] || { [[ "${var}" == *nj ]] && [ "${!var}" -eq 0 ]; }; then
         log "ERROR: --${var} must be a whole number (nj and gen_nj at least 1), got '${!var}'"; exit 1
     fi
 done
@@ -118,6 +132,22 @@ not_implemented() {
     log "ERROR: not implemented yet: stage $1"; exit 1
 }
 
+# Run a long job through a launcher ("$@", which writes the log file $1 names) and follow its
+# log on the terminal until it ends; fail when it fails.
+run_and_follow() {
+    local log_file=$1; shift
+    mkdir -p "$(dirname "${log_file}")"
+    touch "${log_file}"
+    "$@" &
+    local job=$!
+    tail -n 0 --pid="${job}" -f "${log_file}" >&2 &
+    local follower=$!
+    local status=0
+    wait "${job}" || status=$?
+    wait "${follower}" || true
+    return "${status}"
+}
+
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     log "Stage 1: data preparation for ${all_sets}"
     # shellcheck disable=SC2086  # local_data_opts holds several options
@@ -147,11 +177,20 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
-    log "Stage 3: word alignment"
-    not_implemented 3
+    log "Stage 3: word alignment (${align_method}) -> data/<set>/word_align"
+    for dset in ${all_sets}; do
+        require "data/${dset}/text" "stage 1"
+        require "${feats_dir}/${dset}/utt2num_frames" "stage 2"
+        # shellcheck disable=SC2086  # align_opts holds several options
+        python -m mtbi.bin.align_words --data_dir "data/${dset}" --feats_dir "${feats_dir}/${dset}" \
+            --method "${align_method}" --ctc_model "${expdir}/encoder" ${align_opts} \
+            2>&1 | tee "${expdir}/log/stage3.${dset}.log" >&2
+    done
+    write_stage_script 3
 fi
 
 teacher_dir="${expdir}/teacher"
+encoder_dir="${expdir}/encoder"
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     log "Stage 4: teacher LLM (${teacher_conf}) -> ${teacher_dir}"
     require "data/${train_set}/text" "stage 1"
@@ -159,6 +198,14 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     python -m mtbi.bin.prepare_teacher --teacher_conf "${teacher_conf}" --task_conf "${task_conf}" \
         --train_dir "data/${train_set}" --eval_dir "data/${valid_set}" --out_dir "${teacher_dir}" \
         2>&1 | tee "${expdir}/log/stage4.log" >&2
+    log "Stage 4: speech encoder (${encoder_conf}) -> ${encoder_dir}"
+    test_set=${test_sets%% *}
+    for dset in ${train_set} ${valid_set} ${test_set}; do
+        require "${feats_dir}/${dset}/feats.scp" "stage 2"
+    done
+    python -m mtbi.bin.prepare_encoder --encoder_conf "${encoder_conf}" --train_dir "${feats_dir}/${train_set}" \
+        --valid_dir "${feats_dir}/${valid_set}" --test_dir "${feats_dir}/${test_set}" --out_dir "${encoder_dir}" \
+        2>&1 | tee "${expdir}/log/stage4_encoder.log" >&2
     write_stage_script 4
 fi
 
@@ -182,8 +229,34 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
-    log "Stage 6: SLLM training"
-    not_implemented 6
+    for dset in ${train_set} ${valid_set}; do
+        require "${feats_dir}/${dset}/feats.scp" "stage 2"
+        require "${expdir}/targets/${dset}/targets.jsonl" "stage 5"
+    done
+    require "${encoder_dir}/.done" "stage 4"
+    require "${teacher_dir}/.done" "stage 4"
+    if [ "${ngpu}" -gt 1 ]; then
+        launcher=(torchrun --standalone --nproc_per_node "${ngpu}")
+    else
+        launcher=(python)
+    fi
+    [ "${ngpu}" -gt 0 ] && device=cuda || device=cpu
+    for conf in ${train_confs}; do
+        require "${conf}" "you (a training config)"
+        tag=$(basename "${conf}" .yaml)
+        tag=${tag#train_}
+        out="${expdir}/sllm_${tag}"
+        log "Stage 6: SLLM training with ${conf} -> ${out} (log: ${out}/train.log)"
+        # shellcheck disable=SC2086  # train_opts holds several options
+        run_and_follow "${out}/train.log" ${cuda_cmd} --gpu "${ngpu}" "${out}/train.log" \
+            "${launcher[@]}" -m mtbi.bin.train --config "${conf}" --out_dir "${out}" --device "${device}" \
+                --train_feats "${feats_dir}/${train_set}" --train_targets "${expdir}/targets/${train_set}/targets.jsonl" \
+                --train_align "data/${train_set}/word_align" \
+                --valid_feats "${feats_dir}/${valid_set}" --valid_targets "${expdir}/targets/${valid_set}/targets.jsonl" \
+                --encoder_dir "${encoder_dir}" --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" \
+                --task_conf "${task_conf}" ${train_opts}
+    done
+    write_stage_script 6
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then

@@ -1,7 +1,8 @@
 """Write a Kaldi data dir (wav.scp, text, utt2spk, spk2utt, skipped.txt) from a corpus.
 
 Each audio header is checked; unusable utterances are skipped, listed in
-<out_dir>/skipped.txt with the reason, and counted in the summary.
+<out_dir>/skipped.txt with the reason, and counted in the summary. Word timings the corpus
+provides (<root>/alignments/<part or split>.ctm) go to <out_dir>/ctm for stage 3.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def main(args: argparse.Namespace) -> None:
     parts = [p for p in args.parts.split(",") if p]
     done = Path(args.out_dir) / ".done"
     params = {"corpus": args.corpus, "root": str(Path(args.root).resolve()), "parts": parts,
-              "allow_upsample": args.allow_upsample}
-    if is_done_with(done, params) and is_up_to_date(done, [args.root]):
+              "allow_upsample": args.allow_upsample, "layout": 2}  # layout 2: with the corpus's ctm
+    alignments = Path(args.root) / "alignments"
+    if is_done_with(done, params) and is_up_to_date(done, [args.root, alignments, *alignments.glob("*.ctm")]):
         logger.info("%s already prepared from %s %s", args.out_dir, args.root, args.parts)
         return
     if args.corpus == "librispeech":

@@ -1,4 +1,5 @@
-"""Common Voice reader: ``<root>/{validated,dev,test,...}.tsv`` (columns by header) + ``clips/*.mp3``."""
+"""Common Voice reader: ``<root>/{validated,dev,test,...}.tsv`` (columns by header) + ``clips/*.mp3``,
+and word timings from ``<root>/alignments/<split>.ctm`` (recording = clip stem) when present."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def read_commonvoice(root: str | Path, split: str) -> CorpusListing:
     ``split`` is a tsv name (``dev``, ``test``, ``validated``, ``other``...) or ``train``,
     which is ``validated`` minus the clips of ``dev`` and ``test`` (as ESPnet's recipe does),
     so that the larger validated set is used. Utterance ids are ``<client_id>-<clip stem>``.
+    Word timings come from ``<root>/alignments/<split>.ctm`` when it exists.
     """
     root = Path(root)
     listing = CorpusListing()
@@ -30,10 +32,13 @@ def read_commonvoice(root: str | Path, split: str) -> CorpusListing:
         rows = (r for r in _rows(root / "validated.tsv", listing) if r["path"] not in held_out)
     else:
         rows = _rows(root / f"{split}.tsv", listing)
+    utt_ids: dict[str, str] = {}
     for row in rows:
         clip = root / "clips" / row["path"]
         utt_id = f"{row['client_id']}-{Path(row['path']).stem}"
+        utt_ids[clip.stem] = utt_id
         listing.add(Utterance(utt_id, row["client_id"], str(clip.resolve()), " ".join(row["sentence"].split())))
+    listing.add_word_times(root / "alignments" / f"{split}.ctm", utt_ids)
     return listing
 
 

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from mtbi.data.audio import AudioError, probe_audio
 from mtbi.data.datadir import ID_PATTERN, Utterance, write_data_dir
+from mtbi.data.word_align import WordSpan, read_ctm, write_ctm
 from mtbi.io import atomic_dir
 
 logger = logging.getLogger(__name__)
@@ -27,10 +28,12 @@ class Skipped:
 
 @dataclass
 class CorpusListing:
-    """Utterances a reader found, plus those it had to skip."""
+    """Utterances a reader found, plus those it had to skip, plus word timings the corpus
+    provides (by utterance id; written to the data dir's optional ``ctm``)."""
 
     utterances: list[Utterance] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    word_times: dict[str, list[WordSpan]] = field(default_factory=dict)
     _ids: set[str] = field(default_factory=set, init=False, repr=False)
 
     def add(self, utt: Utterance) -> None:
@@ -48,10 +51,23 @@ class CorpusListing:
     def skip(self, item: str, reason: str, detail: str) -> None:
         self.skipped.append(Skipped(item, reason, detail))
 
+    def add_word_times(self, ctm: Path, utt_ids: dict[str, str] | None = None) -> None:
+        """Read the CTM file ``ctm`` if it exists; ``utt_ids`` maps its recordings to utterance
+        ids (default: the recording is the utterance id)."""
+        if not ctm.is_file():
+            return
+        found = 0
+        for rec, spans in read_ctm(ctm).items():
+            utt = rec if utt_ids is None else utt_ids.get(rec)
+            if utt is not None:
+                self.word_times[utt] = [WordSpan(utt, s.start, s.end, s.word) for s in spans]
+                found += 1
+        logger.info("%s: word timings for %d recordings", ctm, found)
+
 
 def check_audio_headers(listing: CorpusListing, allow_upsample: bool = False) -> CorpusListing:
     """Keep the utterances whose audio header is readable and usable; skip the rest."""
-    checked = CorpusListing(skipped=list(listing.skipped))
+    checked = CorpusListing(skipped=list(listing.skipped), word_times=listing.word_times)
     for utt in tqdm(listing.utterances, desc="checking audio", unit="utt", mininterval=2.0):
         try:
             probe_audio(utt.audio, allow_upsample=allow_upsample)
@@ -63,10 +79,15 @@ def check_audio_headers(listing: CorpusListing, allow_upsample: bool = False) ->
 
 
 def write_listing(listing: CorpusListing, out_dir: str | Path) -> None:
-    """Write the data dir and ``skipped.txt`` (``item<TAB>reason<TAB>detail``) atomically."""
+    """Write the data dir, ``skipped.txt`` (``item<TAB>reason<TAB>detail``) and, when the corpus
+    has word timings, ``ctm`` (those of the kept utterances) atomically."""
     out_dir = Path(out_dir)
+    timed = {u.utt_id: listing.word_times[u.utt_id] for u in listing.utterances
+             if u.utt_id in listing.word_times}
     with atomic_dir(out_dir) as tmp:
         write_data_dir(tmp, listing.utterances)
+        if listing.word_times:
+            write_ctm(tmp / "ctm", timed)
         with open(tmp / "skipped.txt", "w", encoding="utf-8") as f:
             for s in listing.skipped:
                 f.write(f"{s.item}\t{s.reason}\t{s.detail}\n")
@@ -76,3 +97,6 @@ def write_listing(listing: CorpusListing, out_dir: str | Path) -> None:
                 len(listing.utterances), speakers, len(listing.skipped), out_dir / "skipped.txt")
     for reason, count in reasons.most_common():
         logger.info("  skipped %d: %s", count, reason)
+    if listing.word_times:
+        logger.info("%s: word timings for %d of %d utterances", out_dir / "ctm", len(timed),
+                    len(listing.utterances))

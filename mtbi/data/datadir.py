@@ -2,7 +2,9 @@
 
 A data dir holds ``wav.scp``, ``text``, ``utt2spk`` and ``spk2utt`` (and optionally
 ``segments``), each sorted by key in C-locale order with unique keys. Utterance ids are
-prefixed by their speaker id so that sorting by utterance also groups speakers.
+prefixed by their speaker id so that sorting by utterance also groups speakers. An optional
+``ctm`` holds word timings the corpus provides (``utt 1 start duration word``, one word a
+line, grouped by utterance in sorted order), which stage 3 turns into ``word_align``.
 """
 
 from __future__ import annotations
@@ -102,6 +104,11 @@ def subset_data_dir(src: str | Path, dst: str | Path, keep: set[str]) -> None:
     for name in ("wav.scp", "text", "utt2spk"):
         table = read_table(src / name, allow_empty_value=name == "text")
         write_table(dst / name, {k: v for k, v in table.items() if k in keep})
+    if (src / "ctm").is_file():
+        with open(src / "ctm", encoding="utf-8") as f, atomic_write(dst / "ctm") as out:
+            out.writelines(line for line in f if (line.split(maxsplit=1) or [""])[0] in keep)
+    else:
+        (dst / "ctm").unlink(missing_ok=True)
     spk2utt: dict[str, list[str]] = {}
     for utt, spk in read_table(dst / "utt2spk").items():
         spk2utt.setdefault(spk, []).append(utt)
@@ -169,6 +176,37 @@ def validate_data_dir(data_dir: str | Path) -> list[Problem]:
                     problems.append(Problem(seg_file, lineno, f"bad times {start} {end} for '{utt}'"))
             except ValueError:
                 problems.append(Problem(seg_file, lineno, f"non-numeric times for '{utt}'"))
+    if (data_dir / "ctm").exists() and "utt2spk" in tables:
+        problems += _check_ctm(data_dir / "ctm", set(utt2spk))
+    return problems
+
+
+def _check_ctm(path: Path, utts: set[str]) -> list[Problem]:
+    """Check an optional ``ctm``: five fields a line, times that make sense, utterances of the
+    data dir, grouped in sorted order."""
+    problems: list[Problem] = []
+    done: set[str] = set()
+    previous = None
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            fields = raw.decode("utf-8", errors="replace").split()
+            if len(fields) != 5:
+                problems.append(Problem(str(path), lineno, "expected 'utt channel start duration word'"))
+                continue
+            utt, _, start, duration, _ = fields
+            if utt != previous:
+                if utt in done or (previous is not None and utt < previous):
+                    problems.append(Problem(str(path), lineno, f"not grouped by sorted utterance: '{utt}' "
+                                                               f"after '{previous}' (sort with LC_ALL=C)"))
+                if utt not in utts:
+                    problems.append(Problem(str(path), lineno, f"utterance '{utt}' is not in utt2spk"))
+                done.add(utt)
+                previous = utt
+            try:
+                if float(start) < 0 or float(duration) < 0:
+                    problems.append(Problem(str(path), lineno, f"negative time for '{utt}'"))
+            except ValueError:
+                problems.append(Problem(str(path), lineno, f"non-numeric times for '{utt}'"))
     return problems
 
 

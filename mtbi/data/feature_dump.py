@@ -4,7 +4,7 @@ Layout of ``<out_dir>`` (e.g. ``dump/logmel80/train_clean_100``)::
 
     shards/feats.<n>.{ark,scp}, shards/utt2num_frames.<n>, shards/skipped.<n>, shards/.done.<n>
     feats.scp, utt2num_frames, skipped.txt    merged, sorted
-    wav.scp, text, utt2spk, spk2utt           the data dir, less the skipped utterances
+    wav.scp, text, utt2spk, spk2utt[, ctm]    the data dir, less the skipped utterances
     .done
 
 A shard is redone unless its ``.done.<n>`` is newer than the data dir; the merge refuses to

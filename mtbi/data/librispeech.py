@@ -1,4 +1,5 @@
-"""LibriSpeech reader: ``<root>/<part>/<reader>/<chapter>/<utt>.flac`` + ``<reader>-<chapter>.trans.txt``."""
+"""LibriSpeech reader: ``<root>/<part>/<reader>/<chapter>/<utt>.flac`` + ``<reader>-<chapter>.trans.txt``,
+and word timings from ``<root>/alignments/<part>.ctm`` (recording = utterance id) when present."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ def read_librispeech(root: str | Path, parts: Sequence[str]) -> CorpusListing:
     ``root`` is the ``LibriSpeech`` directory that holds the part directories. The speaker
     of an utterance is its reader id (the first field of the id). Flac files without a
     transcript line, transcript lines without audio, undecodable or empty lines are skipped.
+    Word timings come from ``<root>/alignments/<part>.ctm`` when it exists (the mini corpus
+    writes it; forced-aligner output converted to CTM can be put there too).
     """
     root = Path(root)
     listing = CorpusListing()
@@ -29,6 +32,7 @@ def read_librispeech(root: str | Path, parts: Sequence[str]) -> CorpusListing:
             raise MtbiError(f"{part_dir}: no */*/*.trans.txt files; is this a LibriSpeech part?")
         for trans in transcripts:
             _read_chapter(trans, listing)
+        listing.add_word_times(root / "alignments" / f"{part}.ctm")
     return listing
 
 

@@ -1,0 +1,106 @@
+"""Stage 3, one data dir: word alignment -> <data_dir>/word_align (``utt start end word``).
+
+Methods: ctm (<data_dir>/ctm, which stage 1 writes when the corpus ships word timings, or the
+CTM files given with --align_files), textgrid (MFA TextGrids given with --align_files), ctc
+(forced alignment with a character CTC model on the features of --feats_dir), auto (ctm when
+<data_dir>/ctm exists, else ctc). Words are checked against <data_dir>/text and the audio
+length (<feats_dir>/utt2num_frames); unusable utterances are listed with the reason in
+<data_dir>/word_align.skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from mtbi.cli import run_main
+from mtbi.data.datadir import read_table
+from mtbi.data.word_align import (AlignmentError, WordSpan, find_alignment_files, finish_alignment,
+                                  import_alignments, read_durations)
+from mtbi.errors import MtbiError
+from mtbi.io import is_done_with, is_up_to_date, touch_done
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", required=True, help="data dir of stage 1, e.g. data/dev_clean")
+    parser.add_argument("--feats_dir", help="its feature dir of stage 2 (e.g. dump/logmel80/dev_clean): "
+                                            "audio lengths, and the input of --method ctc")
+    parser.add_argument("--method", choices=("auto", "ctm", "textgrid", "ctc"), default="auto")
+    parser.add_argument("--align_files", nargs="+", default=[],
+                        help="CTM files or TextGrids, or directories holding them (*.ctm, *.TextGrid)")
+    parser.add_argument("--textgrid_tier", default="words", help="the TextGrid tier holding the words")
+    parser.add_argument("--ctc_model", help="dir of a character CTC model (mtbi.models.ctc.CtcModel)")
+    parser.add_argument("--batch_size", type=int, default=16, help="utterances per CTC model call")
+    parser.add_argument("--device", default="cpu", help="torch device of the CTC model")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    data_dir = Path(args.data_dir)
+    method = args.method
+    if method == "auto":
+        method = "ctm" if (data_dir / "ctm").is_file() else "ctc"
+        logger.info("%s: --method auto uses %s", data_dir, method)
+    if args.align_files and method not in ("ctm", "textgrid"):
+        raise MtbiError(f"--align_files needs --method ctm or textgrid, not {method}")
+    if method == "textgrid" and not args.align_files:
+        raise MtbiError("--method textgrid needs --align_files (TextGrid files or directories)")
+    if method == "ctc" and not (args.ctc_model and args.feats_dir):
+        raise MtbiError(f"{data_dir}: --method ctc needs --ctc_model (a CTC model dir, made by stage 4) "
+                        "and --feats_dir (made by stage 2)")
+    if args.batch_size < 1:
+        raise MtbiError(f"--batch_size must be at least 1, got {args.batch_size}")
+
+    suffix = ".TextGrid" if method == "textgrid" else ".ctm"
+    files = find_alignment_files(args.align_files, suffix) if args.align_files else []
+    if method == "ctm" and not files:
+        if not (data_dir / "ctm").is_file():
+            raise MtbiError(f"{data_dir / 'ctm'}: file not found; stage 1 writes it when the corpus has "
+                            "alignments/<part>.ctm; give --align_files or use --method ctc")
+        files = [data_dir / "ctm"]
+    feats_dir = Path(args.feats_dir) if args.feats_dir else None
+    model_dir = Path(args.ctc_model) if method == "ctc" else None
+
+    done = data_dir / ".word_align.done"
+    params = {"method": method, "align_files": [str(Path(f).resolve()) for f in args.align_files or files],
+              "tier": args.textgrid_tier, "feats_dir": str(feats_dir.resolve()) if feats_dir else None,
+              "ctc_model": str(model_dir.resolve()) if model_dir else None}
+    inputs = [data_dir / "text", data_dir / "wav.scp", *files]
+    if feats_dir:
+        inputs += [feats_dir / "utt2num_frames", feats_dir / "feats.scp"]
+    if model_dir:
+        inputs += [model_dir, *model_dir.glob("*")]
+    if (data_dir / "word_align").is_file() and is_done_with(done, params) and is_up_to_date(done, inputs):
+        logger.info("%s already aligned (%s)", data_dir, method)
+        return
+
+    durations = read_durations(feats_dir) if feats_dir else None
+    if method == "ctc":
+        spans, skipped = _align_with_ctc(model_dir, feats_dir, data_dir, durations, args.batch_size,
+                                         args.device)
+    else:
+        spans, skipped = import_alignments(files, data_dir, method, args.textgrid_tier), []
+    finish_alignment(data_dir, spans, durations, skipped)
+    touch_done(done, params)
+
+
+def _align_with_ctc(model_dir: Path, feats_dir: Path, data_dir: Path, durations: dict[str, float],
+                    batch_size: int, device: str) -> tuple[dict[str, list[WordSpan]], list[AlignmentError]]:
+    # Imported here: the other methods need neither the model code nor torch.
+    from mtbi.data.ctc_align import align_with_ctc
+    from mtbi.models.ctc import CtcModel
+
+    if not model_dir.is_dir():
+        raise MtbiError(f"{model_dir}: CTC model dir not found; it is made by stage 4 (a conformer "
+                        "encoder), or give --ctc_model")
+    model = CtcModel.from_pretrained(model_dir)
+    texts = read_table(data_dir / "text", allow_empty_value=True)
+    return align_with_ctc(model, feats_dir, texts, durations, batch_size=batch_size, device=device)
+
+
+if __name__ == "__main__":
+    run_main(build_parser, main)
