@@ -129,8 +129,8 @@ def quick_configs(recipe: Path, tmp_path: Path) -> dict[str, Path]:
     edits = {"teacher_tiny": [("steps: 2000", "steps: 20"), ("hidden_size: 192", "hidden_size: 64")],
              "encoder_tiny": [("steps: 600", "steps: 4"), ("num_blocks: 4", "num_blocks: 1")]}
     for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"):
-        edits[f"train_{tag}"] = [("max_steps: 600", "max_steps: 3"), ("batch_size: 32", "batch_size: 4"),
-                                 ("save_interval: 200", "save_interval: 2")]
+        edits[f"train_{tag}"] = [("max_steps: 300", "max_steps: 3"), ("batch_size: 16", "batch_size: 4"),
+                                 ("save_interval: 100", "save_interval: 2")]
     paths = {}
     for name, changes in edits.items():
         text = (recipe / "conf" / f"{name}.yaml").read_text()

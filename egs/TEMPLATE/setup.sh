@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates a new recipe from TEMPLATE: links the shared files (mtbi.sh, path.sh, cmd.sh, utils,
-# conf/*.yaml) and writes run.sh, db.sh and a local/data.sh stub, the one corpus-specific file.
+# conf/*.yaml, conf/real/*.yaml) and writes run.sh, db.sh and a local/data.sh stub, the one
+# corpus-specific file.
 #
 #   egs/TEMPLATE/setup.sh egs/mycorpus_mtbi
 set -euo pipefail
@@ -13,7 +14,7 @@ template="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
 if [ -e "${target}" ]; then
     echo "$0: ${target} already exists; choose a new directory" >&2; exit 1
 fi
-mkdir -p "${target}/local" "${target}/conf"
+mkdir -p "${target}/local" "${target}/conf/real"
 rel=$(realpath --relative-to="${target}" "${template}")
 for f in mtbi.sh path.sh cmd.sh utils; do
     ln -s "${rel}/${f}" "${target}/${f}"
@@ -21,6 +22,9 @@ done
 # Shared configs are linked one by one: replace a link with a file to change it for this recipe.
 for f in "${template}"/conf/*.yaml; do
     ln -s "../${rel}/conf/$(basename "${f}")" "${target}/conf/$(basename "${f}")"
+done
+for f in "${template}"/conf/real/*.yaml; do
+    ln -s "../../${rel}/conf/real/$(basename "${f}")" "${target}/conf/real/$(basename "${f}")"
 done
 
 name=$(basename "${target}")

@@ -1,0 +1,270 @@
+"""Stage 4, encoder part: CTC pre-training of the tiny Conformer, or a check of a Whisper dir.
+
+``conf/encoder_*.yaml`` is an :class:`EncoderPrepConfig`: the :class:`EncoderConfig` keys
+(``kind``, ``n_mels``, ``conformer``, ``model_dir``) plus ``ctc_train`` for kind conformer.
+
+- ``conformer``: train :class:`CtcModel` (the Conformer + a character CTC head) on the
+  features and transcripts of the training set (AdamW, linear warmup then cosine decay,
+  batches bucketed by length, SpecAugment-style time and frequency masks), save it as the
+  encoder dir and score greedy-CTC WER on the evaluation sets (``encoder_report.md``);
+- ``whisper``: check that ``model_dir`` is an HF Whisper dir with ``n_mels`` mel bins and
+  write the encoder dir that points to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jiwer
+import kaldiio
+import torch
+from tqdm import tqdm
+
+from mtbi.config import save_config
+from mtbi.data.datadir import read_table
+from mtbi.errors import MtbiError
+from mtbi.io import atomic_write
+from mtbi.models.ctc import VOCABULARY_FILE, CtcModel, build_vocabulary
+from mtbi.models.encoders import (CONFIG_FILE, WEIGHTS_FILE, ConformerSpeechEncoder, EncoderConfig,
+                                  check_whisper_dir)
+from mtbi.train.sampler import BucketBatchSampler
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "encoder_report.md"
+
+
+@dataclass(frozen=True)
+class CtcTrainConfig:
+    """CTC pre-training of a Conformer encoder (``ctc_train:`` in an encoder config)."""
+
+    steps: int = 600
+    batch_size: int = 16           # utterances per batch, bucketed by length
+    learning_rate: float = 2e-3    # peak, after warmup_steps of linear warmup; cosine decay to 0
+    warmup_steps: int = 60
+    weight_decay: float = 0.01
+    freq_warp: float = 0.15        # mel axis stretched by a random factor in [1 - freq_warp, 1 + freq_warp]
+    freq_masks: int = 2            # SpecAugment: frequency masks per utterance
+    freq_mask_bins: int = 10       # ... each up to this many mel bins wide
+    time_masks: int = 2            # time masks per utterance
+    time_mask_frames: int = 20     # ... each up to this many frames (and 10% of the utterance)
+    max_frames: int = 3000         # longer training utterances (10 ms frames) are left out
+    eval_batch_size: int = 32
+    seed: int = 0
+    num_threads: int = 1           # torch CPU threads; 0: torch's default (one per core)
+
+
+@dataclass(frozen=True)
+class EncoderPrepConfig(EncoderConfig):
+    """A stage-4 encoder config file: the encoder and how to pre-train it (kind conformer)."""
+
+    ctc_train: CtcTrainConfig = field(default_factory=CtcTrainConfig)
+
+    def encoder_config(self) -> EncoderConfig:
+        """The encoder part alone (what ``encoder.yaml`` records)."""
+        return EncoderConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EncoderConfig)})
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """The utterances of a stage-2 feature dir that have a transcript, sorted by id."""
+
+    name: str
+    utts: list[str]
+    feats: list[str]       # kaldiio specifiers (ark:offset)
+    num_frames: list[int]
+    texts: list[str]
+
+
+def read_feature_set(feats_dir: str | Path) -> FeatureSet:
+    """Read ``feats.scp``, ``utt2num_frames`` and ``text`` of the stage-2 dir ``feats_dir``."""
+    feats_dir = Path(feats_dir)
+    tables = {}
+    for name in ("feats.scp", "utt2num_frames", "text"):
+        if not (feats_dir / name).is_file():
+            raise MtbiError(f"{feats_dir / name} is missing; it is made by stage 2 (features)")
+        tables[name] = read_table(feats_dir / name, allow_empty_value=name == "text")
+    utts = sorted(set(tables["feats.scp"]) & set(tables["text"]))
+    if not utts:
+        raise MtbiError(f"{feats_dir}: no utterance has both features and a transcript; re-run stage 2")
+    missing = [u for u in utts if u not in tables["utt2num_frames"]]
+    if missing:
+        raise MtbiError(f"{feats_dir / 'utt2num_frames'} lacks {missing[0]} (and {len(missing) - 1} more); "
+                        "re-run stage 2")
+    return FeatureSet(feats_dir.name, utts, [tables["feats.scp"][u] for u in utts],
+                      [int(tables["utt2num_frames"][u]) for u in utts], [tables["text"][u] for u in utts])
+
+
+def load_batch(features: FeatureSet, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded features ``(B, T, n_mels)`` and lengths ``(B,)`` of the utterances ``indices``."""
+    mats = [torch.tensor(kaldiio.load_mat(features.feats[i])) for i in indices]
+    lens = torch.tensor([m.shape[0] for m in mats])
+    return torch.nn.utils.rnn.pad_sequence(mats, batch_first=True), lens
+
+
+def warp_mel(feats: torch.Tensor, factor: float) -> torch.Tensor:
+    """``feats`` ``(T, n_mels)`` with the mel axis stretched by ``factor``: bin ``k`` takes the
+    value at bin ``k / factor`` (linear interpolation; the top bin repeats), roughly the
+    formant shift of another vocal-tract length."""
+    bins = feats.shape[1]
+    source = (torch.arange(bins, dtype=torch.float32) / factor).clamp(max=bins - 1)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=bins - 1)
+    weight = source - low
+    return feats[:, low] * (1 - weight) + feats[:, high] * weight
+
+
+def spec_augment(feats: torch.Tensor, lens: torch.Tensor, seeds: list[int], config: CtcTrainConfig) -> torch.Tensor:
+    """Warp the mel axis of each utterance by a random factor, then set random bands of mel
+    bins and spans of frames to the utterance's mean value (SpecAugment); utterance ``b``'s
+    draws come from ``seeds[b]``. Padding is left as it is."""
+    feats = feats.clone()
+    for b, (length, seed) in enumerate(zip(lens.tolist(), seeds)):
+        rng = random.Random(seed)
+        if config.freq_warp:
+            feats[b, :length] = warp_mel(feats[b, :length], rng.uniform(1 - config.freq_warp, 1 + config.freq_warp))
+        utterance = feats[b, :length]
+        mean = utterance.mean()
+        bins = utterance.shape[1]
+        for _ in range(config.freq_masks):
+            width = rng.randint(0, min(config.freq_mask_bins, bins))
+            start = rng.randint(0, bins - width)
+            utterance[:, start:start + width] = mean
+        longest = min(config.time_mask_frames, length // 10)
+        for _ in range(config.time_masks):
+            width = rng.randint(0, longest)
+            start = rng.randint(0, length - width)
+            utterance[start:start + width] = mean
+    return feats
+
+
+def warmup_cosine(step: int, warmup_steps: int, steps: int) -> float:
+    """Learning-rate factor: linear warmup over ``warmup_steps``, then cosine decay to 0 at ``steps``."""
+    decay = min(1.0, max(0.0, (step - warmup_steps) / max(1, steps - warmup_steps)))
+    return min((step + 1) / max(1, warmup_steps), 0.5 * (1 + math.cos(math.pi * decay)))
+
+
+def train_ctc(config: EncoderPrepConfig, train: FeatureSet) -> tuple[CtcModel, dict]:
+    """CTC-train a new Conformer on ``train``; return the model and its training report."""
+    start = time.time()
+    cfg = config.ctc_train
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    vocabulary = build_vocabulary(train.texts)
+    if len(vocabulary) < 3:
+        raise MtbiError(f"{train.name}: the transcripts have no letters to train a CTC encoder on")
+    model = CtcModel(ConformerSpeechEncoder(config.encoder_config()), vocabulary)
+    targets = [model.text_to_ids(text) for text in train.texts]
+    out_frames = model.encoder.output_lengths(torch.tensor(train.num_frames)).tolist()
+    # CTC needs at least one output frame per token (more for repeated letters); such
+    # utterances, empty transcripts and overlong ones are left out.
+    kept = [i for i, (t, n, f) in enumerate(zip(targets, train.num_frames, out_frames))
+            if t and n <= cfg.max_frames and f >= len(t)]
+    if len(kept) < cfg.batch_size:
+        raise MtbiError(f"{train.name}: only {len(kept)} usable training utterances, fewer than one batch "
+                        f"({cfg.batch_size}); lower ctc_train.batch_size or check the data")
+    parameters = sum(p.numel() for p in model.parameters())
+    logger.info("CTC Conformer: %.2fM parameters, vocabulary of %d, %d of %d training utterances (%.2f h)",
+                parameters / 1e6, len(vocabulary), len(kept), len(train.utts),
+                sum(train.num_frames[i] for i in kept) / 360000)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, cfg.warmup_steps,
+                                                                                       cfg.steps))
+    sampler = BucketBatchSampler([train.num_frames[i] for i in kept], cfg.batch_size, seed=cfg.seed)
+    model.train()
+    average = None
+    progress = tqdm(zip(range(cfg.steps), sampler), total=cfg.steps, desc="CTC pre-training", unit="step",
+                    mininterval=5.0)
+    for step, batch in progress:
+        indices = [kept[i] for i, _ in batch]
+        feats, lens = load_batch(train, indices)
+        feats = spec_augment(feats, lens, [seed for _, seed in batch], cfg)
+        loss = model.loss(feats, lens, [targets[i] for i in indices])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        schedule.step()
+        average = loss.item() if average is None else 0.95 * average + 0.05 * loss.item()
+        progress.set_postfix(loss=f"{average:.2f}", refresh=False)
+        if (step + 1) % max(1, cfg.steps // 10) == 0:
+            logger.info("step %d/%d: CTC loss %.3f (running mean), %.0f s", step + 1, cfg.steps, average,
+                        time.time() - start)
+    model.eval()
+    report = {"parameters": parameters, "steps": cfg.steps, "train_seconds": round(time.time() - start, 1),
+              "threads": torch.get_num_threads(), "final_loss": round(average, 3),
+              "train_utterances": len(kept)}
+    return model, report
+
+
+def evaluate_wer(model: CtcModel, features: FeatureSet, batch_size: int) -> dict:
+    """Greedy-CTC word and character error rates of ``model`` on ``features``."""
+    refs = [model.normalize_text(text) for text in features.texts]
+    scored = sorted((i for i, ref in enumerate(refs) if ref), key=lambda i: features.num_frames[i])
+    if not scored:
+        raise MtbiError(f"{features.name}: no transcript has a character of the CTC vocabulary to score")
+    hyps: dict[int, str] = {}
+    for b in tqdm(range(0, len(scored), batch_size), desc=f"decoding {features.name}", unit="batch",
+                  mininterval=5.0):
+        indices = scored[b:b + batch_size]
+        feats, lens = load_batch(features, indices)
+        hyps.update(zip(indices, model.greedy_decode(feats, lens)))
+    ref_list, hyp_list = [refs[i] for i in scored], [hyps[i] for i in scored]
+    return {"utterances": len(scored), "wer": jiwer.wer(ref_list, hyp_list), "cer": jiwer.cer(ref_list, hyp_list),
+            "example": (refs[min(scored)], hyps[min(scored)])}
+
+
+def report_markdown(report: dict, scores: dict[str, dict], config: EncoderPrepConfig) -> str:
+    """The CTC encoder's training summary and WER table."""
+    c = config.conformer
+    lines = [f"CTC-pretrained Conformer ({c.num_blocks} blocks x {c.output_size}, {c.input_layer}): "
+             f"{report['parameters'] / 1e6:.2f}M parameters, {report['steps']} steps on "
+             f"{report['train_utterances']} utterances in {report['train_seconds']:.0f} s "
+             f"({report['threads']} CPU threads), final CTC loss {report['final_loss']:.3f}.", "",
+             "| set | utterances | WER (greedy CTC) | CER |", "|---|---|---|---|"]
+    for name, s in scores.items():
+        lines.append(f"| {name} | {s['utterances']} | {100 * s['wer']:.2f}% | {100 * s['cer']:.2f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def prepare_encoder(config: EncoderPrepConfig, out_dir: str | Path, train_dir: str | Path,
+                    eval_dirs: list[str | Path]) -> dict:
+    """Make the encoder dir ``out_dir`` of ``config``; return its report (for a Conformer: the
+    training summary and a WER per evaluation set, also written to ``encoder_report.md``)."""
+    out_dir = Path(out_dir)
+    if config.kind == "whisper":
+        whisper = check_whisper_dir(config.model_dir)
+        if whisper.num_mel_bins != config.n_mels:
+            raise MtbiError(f"{config.model_dir}: this Whisper model takes {whisper.num_mel_bins} mel bins, "
+                            f"the encoder config says n_mels {config.n_mels}; make them equal")
+        encoder_config = dataclasses.replace(config.encoder_config(), model_dir=str(Path(config.model_dir).resolve()))
+        # Files of a Conformer made here before would be read as belonging to this encoder.
+        for name in (WEIGHTS_FILE, VOCABULARY_FILE, REPORT_FILE):
+            (out_dir / name).unlink(missing_ok=True)
+        save_config(encoder_config, out_dir / CONFIG_FILE)
+        logger.info("Whisper encoder (%d layers x %d) of %s recorded in %s", whisper.encoder_layers,
+                    whisper.d_model, encoder_config.model_dir, out_dir)
+        return {"model_dir": encoder_config.model_dir}
+    train = read_feature_set(train_dir)
+    eval_sets = [read_feature_set(d) for d in eval_dirs]
+    model, report = train_ctc(config, train)
+    model.save_pretrained(out_dir)
+    scores = {}
+    for features in eval_sets:
+        scores[features.name] = evaluate_wer(model, features, config.ctc_train.eval_batch_size)
+        logger.info("%s: WER %.2f%%, CER %.2f%% (greedy CTC, %d utterances); e.g. ref '%s' hyp '%s'",
+                    features.name, 100 * scores[features.name]["wer"], 100 * scores[features.name]["cer"],
+                    scores[features.name]["utterances"], *scores[features.name]["example"])
+    markdown = report_markdown(report, scores, config)
+    with atomic_write(out_dir / REPORT_FILE) as f:
+        f.write(markdown)
+    logger.info("CTC encoder in %s:\n%s", out_dir, markdown)
+    return {**report, "scores": {name: {k: v for k, v in s.items() if k != "example"} for name, s in scores.items()}}
