@@ -127,7 +127,8 @@ def quick_configs(recipe: Path, tmp_path: Path) -> dict[str, Path]:
     quick = tmp_path / "quick"
     quick.mkdir()
     edits = {"teacher_tiny": [("steps: 2000", "steps: 20"), ("hidden_size: 192", "hidden_size: 64")],
-             "encoder_tiny": [("steps: 600", "steps: 4"), ("num_blocks: 4", "num_blocks: 1")]}
+             "encoder_tiny": [("steps: 600", "steps: 4"), ("num_blocks: 4", "num_blocks: 1"),
+                             ("batch_size: 16", "batch_size: 4")]}
     for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"):
         edits[f"train_{tag}"] = [("max_steps: 300", "max_steps: 3"), ("batch_size: 16", "batch_size: 4"),
                                  ("save_interval: 100", "save_interval: 2")]

@@ -147,10 +147,10 @@ class ConformerSpeechEncoder(SpeechEncoder):
     """Conv2d subsampling (4x by default: 40 ms output frames), then ESPnet's Conformer blocks
     (relative positional self-attention, macaron feed-forward, convolution module).
 
-    An output frame is made only from frames of its own utterance, and the padding mask
-    given to the blocks has exactly the output length, so padding never reaches an output
-    frame through the subsampling or the attention (the blocks' depthwise convolution does
-    see the padded frames next to an utterance's end, as in ESPnet).
+    An output frame is made only from frames of its own utterance: the subsampling has no
+    padding, the attention mask has exactly the output length, and the padded frames are zeroed
+    before each block's depthwise convolution (which in ESPnet sees them), so an utterance's
+    output does not depend on the batch it is in (DDP ranks pad their batches differently).
     """
 
     def __init__(self, config: EncoderConfig) -> None:
@@ -167,6 +167,13 @@ class ConformerSpeechEncoder(SpeechEncoder):
             input_layer="linear", macaron_style=c.macaron_style, rel_pos_type="latest",
             pos_enc_layer_type="rel_pos", selfattention_layer_type="rel_selfattn", activation_type="swish",
             use_cnn_module=True, cnn_module_kernel=c.cnn_module_kernel, use_flash_attn=False)
+        self._valid: torch.Tensor | None = None  # (B, T') of the batch being encoded
+        for block in self.conformer.encoders:
+            block.conv_module.depthwise_conv.register_forward_pre_hook(self._zero_padding)
+
+    def _zero_padding(self, module: torch.nn.Module, args: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
+        """Zero the padded frames of the depthwise convolution's input ``(B, C, T')``."""
+        return (args[0] * self._valid[:, None, :].to(args[0].dtype),)
 
     def output_lengths(self, feats_lens: torch.Tensor) -> torch.Tensor:
         return self.subsampling.output_lengths(feats_lens)
@@ -179,7 +186,11 @@ class ConformerSpeechEncoder(SpeechEncoder):
         x = self.subsampling(feats)
         lens = self.output_lengths(feats_lens).to(feats.device)
         pad_mask = torch.arange(x.shape[1], device=feats.device)[None, :] >= lens[:, None]
-        hidden, _, _ = self.conformer(x, lens, masks=pad_mask)
+        self._valid = ~pad_mask
+        try:
+            hidden, _, _ = self.conformer(x, lens, masks=pad_mask)
+        finally:
+            self._valid = None
         return hidden, lens
 
 

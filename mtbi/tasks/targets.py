@@ -24,7 +24,7 @@ from typing import Iterable
 from tqdm import tqdm
 
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write, is_done_with, touch_done
+from mtbi.io import atomic_write, is_done_with, is_up_to_date, touch_done
 from mtbi.tasks.bank import TaskBank
 from mtbi.tasks.generation import Generator
 from mtbi.tasks.prompting import normalize_transcript, render_prompt
@@ -156,19 +156,29 @@ def generate_targets(requests: list[TargetRequest], generator: Generator, out_di
 def merge_targets(out_dir: str | Path, num_shards: int, samples_per_task: int = 1) -> int:
     """Merge the shards into ``targets.jsonl``; log a few samples per task; return the count."""
     out_dir = Path(out_dir)
-    records = []
-    for shard in range(1, num_shards + 1):
-        path, done = _shard_paths(out_dir, shard)
+    shards = [_shard_paths(out_dir, shard) for shard in range(1, num_shards + 1)]
+    for shard, (_, done) in enumerate(shards, 1):
         if not done.exists():
             raise MtbiError(f"{done}: targets shard {shard}/{num_shards} is not finished; re-run stage 5")
+    # Merged already from these very shards: leave targets.jsonl (and what depends on it) alone.
+    merged = {"shards": [json.loads(done.read_text()) for _, done in shards]}
+    marker, target_file = out_dir / ".done", out_dir / "targets.jsonl"
+    if target_file.exists() and is_done_with(marker, merged) and is_up_to_date(marker, [p for p, _ in shards]):
+        with open(target_file, "rb") as f:
+            count = sum(1 for _ in f)
+        logger.info("%s already merged: %d targets", target_file, count)
+        return count
+    records = []
+    for path, _ in shards:
         with open(path, encoding="utf-8") as f:
             records += [json.loads(line) for line in f]
     records.sort(key=lambda r: (r["utt"], r["task"], r["prompt_id"]))
     keys = [(r["utt"], r["task"], r["prompt_id"]) for r in records]
     if len(set(keys)) != len(keys):
         raise MtbiError(f"{out_dir}: duplicate targets across shards; remove {out_dir}/shards and re-run stage 5")
-    with atomic_write(out_dir / "targets.jsonl") as f:
+    with atomic_write(target_file) as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    touch_done(marker, merged)
     shown: dict[str, int] = {}
     for r in records:
         if shown.get(r["task"], 0) < samples_per_task:

@@ -384,7 +384,6 @@ def plot_losses(losses: Path, png: Path) -> None:
             ax.plot(*zip(*points), label=label, marker="o" if key == "valid_loss" else None)
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy per response token")
-    ax.set_yscale("log")
     ax.set_title(png.parent.name)
     ax.legend()
     fig.tight_layout()
