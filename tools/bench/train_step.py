@@ -14,6 +14,7 @@ frames with and without bucketing.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    recipe, device = Path(args.recipe), torch.device(args.device)
+    os.chdir(args.recipe)  # feats.scp holds paths relative to the recipe dir, as in ESPnet
+    recipe, device = Path("."), torch.device(args.device)
     feats = recipe / "dump" / "logmel80" / args.train_set
     targets = recipe / "exp" / "targets" / args.train_set / "targets.jsonl"
     for needed in (feats / "feats.scp", targets, recipe / "exp" / "encoder" / ".done", recipe / "exp" / "teacher" / ".done"):
