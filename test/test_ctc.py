@@ -21,7 +21,8 @@ from mtbi.models.ctc import CtcModel, build_vocabulary
 from mtbi.models.encoders import (ConformerSpeechEncoder, EncoderConfig, WhisperSpeechEncoder, load_speech_encoder,
                                   save_encoder)
 from mtbi.train.ctc_pretrain import (CtcTrainConfig, EncoderPrepConfig, read_feature_set, spec_augment,
-                                     train_ctc, warmup_cosine, warp_mel)
+                                     train_ctc, warp_mel)
+from mtbi.train.schedule import warmup_cosine
 from test_encoders import TINY_CONFORMER, tiny_whisper_config
 
 SENTENCES = ["the red cat sat", "a big dog ran home", "six green hats", "the cat ran", "red dogs sat home",

@@ -21,7 +21,7 @@ from mtbi.tasks.bank import load_task_bank
 from mtbi.tasks.generation import check_model_dir, load_generator, model_fingerprint
 from mtbi.tasks.targets import (generate_targets, is_shard_done, plan_requests, shard_requests,
                                 shard_stamp)
-from mtbi.tasks.teacher import TeacherConfig, check_prepared_with, teacher_dir
+from mtbi.tasks.teacher import TeacherConfig, teacher_dir
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,6 @@ def main(args: argparse.Namespace) -> None:
     params = replace(config.generation, batch_size=args.batch_size or config.generation.batch_size)
     mine = shard_requests(requests, args.shard, args.num_shards)
     model_dir = teacher_dir(config, args.teacher_dir)
-    if config.kind != "hf":  # tiny and gguf teachers are built by stage 4 in --teacher_dir
-        check_prepared_with(args.teacher_dir, config)
     stamp = shard_stamp(mine, config.name, model_fingerprint(check_model_dir(model_dir)),
                         params.record(args.backend))
     if is_shard_done(args.out_dir, args.shard, stamp):

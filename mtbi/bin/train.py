@@ -28,7 +28,7 @@ from mtbi.io import atomic_write, is_done_with, is_up_to_date
 from mtbi.models.interleave import InterleaveConfig
 from mtbi.models.speech_llm import build_speech_llm
 from mtbi.tasks.bank import load_task_bank
-from mtbi.tasks.teacher import TeacherConfig, check_prepared_with, teacher_dir
+from mtbi.tasks.teacher import TeacherConfig, teacher_dir
 from mtbi.train.dataset import ImitationDataset
 from mtbi.train.trainer import Trainer, TrainConfig, init_distributed
 
@@ -64,8 +64,6 @@ def main(args: argparse.Namespace) -> None:
     ddp = init_distributed(device)
     out_dir = Path(args.out_dir)
     teacher = load_config(args.teacher_conf, TeacherConfig)
-    if teacher.kind != "hf":
-        check_prepared_with(args.teacher_dir, teacher)
     llm_dir = teacher_dir(teacher, args.teacher_dir)
     resolved = {"train": dataclasses.asdict(config), "teacher": teacher.name,
                 "encoder_dir": str(Path(args.encoder_dir).resolve()), "llm_dir": str(Path(llm_dir).resolve())}

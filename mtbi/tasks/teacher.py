@@ -50,8 +50,12 @@ class TeacherConfig:
 
 
 def teacher_dir(config: TeacherConfig, exp_teacher_dir: str | Path) -> Path:
-    """Where the teacher model lives: the configured dir for ``hf``, else ``exp_teacher_dir``."""
-    return Path(config.model_dir) if config.kind == "hf" else Path(exp_teacher_dir)
+    """Where the teacher model lives: the configured dir for ``hf``, else ``exp_teacher_dir``,
+    which stage 4 must have prepared with this config (tiny and gguf teachers)."""
+    if config.kind == "hf":
+        return Path(config.model_dir)
+    check_prepared_with(exp_teacher_dir, config)
+    return Path(exp_teacher_dir)
 
 
 def check_prepared_with(exp_teacher_dir: str | Path, config: TeacherConfig) -> None:

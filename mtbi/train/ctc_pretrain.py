@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from mtbi.models.ctc import VOCABULARY_FILE, CtcModel, build_vocabulary
 from mtbi.models.encoders import (CONFIG_FILE, WEIGHTS_FILE, ConformerSpeechEncoder, EncoderConfig,
                                   check_whisper_dir)
 from mtbi.train.sampler import BucketBatchSampler
+from mtbi.train.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -142,12 +142,6 @@ def spec_augment(feats: torch.Tensor, lens: torch.Tensor, seeds: list[int], conf
             start = rng.randint(0, length - width)
             utterance[start:start + width] = mean
     return feats
-
-
-def warmup_cosine(step: int, warmup_steps: int, steps: int) -> float:
-    """Learning-rate factor: linear warmup over ``warmup_steps``, then cosine decay to 0 at ``steps``."""
-    decay = min(1.0, max(0.0, (step - warmup_steps) / max(1, steps - warmup_steps)))
-    return min((step + 1) / max(1, warmup_steps), 0.5 * (1 + math.cos(math.pi * decay)))
 
 
 def train_ctc(config: EncoderPrepConfig, train: FeatureSet) -> tuple[CtcModel, dict]:

@@ -18,7 +18,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -35,6 +34,7 @@ from mtbi.io import atomic_dir, atomic_write, touch_done
 from mtbi.models.speech_llm import SpeechLLM, SpeechLLMConfig
 from mtbi.train.dataset import DataConfig, ImitationDataset, collate
 from mtbi.train.sampler import BucketBatchSampler, padding_fraction
+from mtbi.train.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -102,15 +102,6 @@ def init_distributed(device: torch.device) -> Distributed:
     return Distributed(dist.get_rank(), world_size)
 
 
-def lr_lambda(config: OptimConfig):
-    def schedule(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return schedule
-
-
 class Trainer:
     """Trains ``model`` on ``train_set`` (validation loss on ``valid_set``) into ``out_dir``;
     ``stamp`` is written to ``.done`` at the end."""
@@ -126,7 +117,8 @@ class Trainer:
             raise MtbiError("the model has no trainable weights")
         self.optimizer = torch.optim.AdamW(self.params, lr=config.optim.learning_rate,
                                            weight_decay=config.optim.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config.optim))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: warmup_cosine(step, config.optim.warmup_steps, config.optim.max_steps))
         self.step = 0
         self.wrapped = model
         if ddp.world_size > 1:
