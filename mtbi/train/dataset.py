@@ -98,9 +98,10 @@ class ImitationDataset(torch.utils.data.Dataset):
         if not self.offsets:
             raise MtbiError(f"{self.targets}: no target of the tasks {sorted(wanted)} has features in "
                             f"{self.feats_dir}; check data.tasks and stages 2 and 5")
-        self.align_index = _index_word_align(Path(word_align)) if word_align else {}
+        interleaving = config.interleave.prob > 0  # word times are read only to interleave
+        self.align_index = _index_word_align(Path(word_align)) if word_align and interleaving else {}
         self.word_align = Path(word_align) if word_align else None
-        if config.interleave.prob > 0 and not self.align_index:
+        if interleaving and not self.align_index:
             raise MtbiError(f"interleaving needs word alignments; {word_align} is missing or empty "
                             "(made by stage 3)")
         logger.info("%s: %d examples of %d tasks (%s left out)", self.targets, len(self.offsets), len(wanted),
