@@ -26,6 +26,8 @@ setup(
         "safetensors>=0.4",
         "peft>=0.13",  # optional LoRA on the frozen LLM
         "jiwer>=3.0",  # WER of the CTC encoder and of transcription answers
+        "sacrebleu>=2.3",  # benchmark: BLEU of answers against the teacher's
+        "rouge-score>=0.1.2",  # benchmark: ROUGE-L of answers against the teacher's
         "tensorboard>=2.14",
         "matplotlib>=3.7",  # loss curves and report plots (Agg backend, no display)
         # espnet itself is installed by tools/install.sh with --no-deps (its pins clash with

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Any, Callable, Hashable, Iterable, Iterator, Sequence
+
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -83,3 +88,58 @@ def is_done_with(marker: str | os.PathLike, params: dict) -> bool:
         return json.loads(marker.read_text(encoding="utf-8")) == params
     except (FileNotFoundError, json.JSONDecodeError):
         return False
+
+
+def keep_complete_lines(path: str | os.PathLike, wanted: set, key: Callable[[dict], Hashable]) -> set:
+    """Make a resumable JSON-lines file whole again after a kill: rewrite ``path`` keeping its
+    complete lines whose ``key(record)`` is in ``wanted`` (first occurrence only), and return
+    those keys. The part after the last newline is a half-written line and is dropped."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    raw = path.read_bytes()
+    kept_lines, keys = [], set()
+    for line in raw.split(b"\n")[:-1]:
+        try:
+            k = key(json.loads(line))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        if k in wanted and k not in keys:
+            keys.add(k)
+            kept_lines.append(line + b"\n")
+    if sum(map(len, kept_lines)) != len(raw):
+        logger.info("%s: kept %d complete lines, dropped the rest", path, len(kept_lines))
+        with atomic_write(path, "wb") as f:
+            f.writelines(kept_lines)
+    return keys
+
+
+def record_key(record: dict) -> tuple[str, str, str]:
+    """The (utt, task, prompt_id) key of a targets.jsonl or hyp.jsonl line."""
+    return (record["utt"], record["task"], record["prompt_id"])
+
+
+def answer_resumably(path: Path, params_path: Path, stamp: dict, items: Sequence[Any],
+                     answer: Callable[[list], list[str]], record: Callable[[Any, str], dict],
+                     chunk_size: int, desc: str) -> None:
+    """Append ``record(item, answer)`` lines for ``items`` (each with a ``key`` equal to its
+    line's :func:`record_key`) to ``path``, ``chunk_size`` answers at a time, flushed and
+    fsynced. A re-run after a kill keeps the complete lines and answers only the rest; a run with
+    another ``stamp`` (recorded in ``params_path``) starts the file anew."""
+    if params_path.exists() and json.loads(params_path.read_text(encoding="utf-8")) != stamp:
+        logger.info("%s: the model, decoding or questions changed; answering again", path)
+        path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(params_path) as f:
+        json.dump(stamp, f, sort_keys=True)
+    answered = keep_complete_lines(path, {i.key for i in items}, record_key)
+    todo = [i for i in items if i.key not in answered]
+    logger.info("%s: %d questions, %d already answered", path, len(items), len(answered))
+    with open(path, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc=desc, unit="answer",
+                                                       mininterval=5.0) as progress:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            f.write("".join(json.dumps(record(i, a), ensure_ascii=False) + "\n" for i, a in zip(chunk, answer(chunk))))
+            f.flush()
+            os.fsync(f.fileno())
+            progress.update(len(chunk))

@@ -114,8 +114,8 @@ def test_driver_options(tmp_path: Path) -> None:
     assert helped.returncode == 0 and "--stop_stage" in helped.stderr and "Stages" in helped.stderr
     bad = run(recipe, "--stagee", "3")
     assert bad.returncode == 1 and "unknown option --stagee" in bad.stderr
-    later = run(recipe, "--stage", "7", "--stop_stage", "7")
-    assert later.returncode == 1 and "not implemented yet: stage 7" in later.stderr
+    later = run(recipe, "--stage", "7", "--stop_stage", "8")
+    assert later.returncode == 1 and "exp/teacher/.done is missing; it is made by stage 4" in later.stderr
     typo = run(recipe, "--stage", "abc")
     assert typo.returncode == 1 and "--stage must be a whole number" in typo.stderr
     zero = run(recipe, "--nj", "0")
@@ -130,8 +130,8 @@ def quick_configs(recipe: Path, tmp_path: Path) -> dict[str, Path]:
              "encoder_tiny": [("steps: 600", "steps: 4"), ("num_blocks: 4", "num_blocks: 1"),
                              ("batch_size: 16", "batch_size: 4")]}
     for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"):
-        edits[f"train_{tag}"] = [("max_steps: 300", "max_steps: 3"), ("batch_size: 16", "batch_size: 4"),
-                                 ("save_interval: 100", "save_interval: 2")]
+        edits[f"train_{tag}"] = [("max_steps: 600", "max_steps: 3"), ("batch_size: 16", "batch_size: 4"),
+                                 ("save_interval: 150", "save_interval: 2")]
     paths = {}
     for name, changes in edits.items():
         text = (recipe / "conf" / f"{name}.yaml").read_text()
@@ -144,7 +144,7 @@ def quick_configs(recipe: Path, tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-def test_stages_1_to_6_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
+def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
     conf = quick_configs(recipe, tmp_path)
     stages = run(recipe, "--stage", "1", "--stop_stage", "3", "--nj", "2", "--local_data_opts", TINY)
@@ -175,8 +175,32 @@ def test_stages_1_to_6_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
         steps = [json.loads(line)["step"] for line in (exp / "losses.jsonl").read_text().splitlines()]
         assert max(steps) == 3 and "training done" in (exp / "train.log").read_text()
     assert "step 3:" in result.stderr  # the training log is shown on the terminal
+    for dset, n_utts in (("train_clean_100", 12), ("dev_clean", 4)):  # the frozen encoder's outputs, cached
+        assert len(read_table(recipe / "exp" / "encoder_cache" / dset / "feats.scp")) == n_utts
     again = run(recipe, "--stage", "4", "--stop_stage", "6", *options)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "teacher already prepared" in again.stderr, again.stderr
     assert "already trained with this config" in again.stderr
     assert "already done" in (recipe / "exp" / "targets" / "dev_clean" / "log" / "make_targets.1.log").read_text()
+
+    bench = run(recipe, "--stage", "7", "--stop_stage", "8", *options, "--infer_opts", "--num_threads 1",
+                "--compare_opts", "--readme README.md")
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    items = (recipe / "exp" / "bench" / "test_clean" / "bench.jsonl").read_text().splitlines()
+    assert len(items) == 4 * (10 * 2 + 3)  # 4 utterances: 10 train tasks x (seen, unseen) + 3 held-out
+    systems = ["teacher_text"] + [f"sllm_{tag}" for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave")]
+    for system in systems:
+        out = recipe / "exp" / system / "bench_test_clean"
+        hyps = [json.loads(line) for line in (out / "hyp.jsonl").read_text().splitlines()]
+        assert len(hyps) == len(items) and {h["input"] for h in hyps} == {"text" if system == "teacher_text" else "speech"}
+        scores = json.loads((out / "scores.json").read_text())
+        assert set(scores["prompt_generalization"]) == {"seen", "unseen"} and "heldout" in scores["task_generalization"]
+        assert (out / "RESULTS.md").is_file() and (out / "scores.png").is_file()
+    table = (recipe / "exp" / "results_test_clean.md").read_text()
+    assert table in bench.stdout and table in (recipe / "README.md").read_text()  # printed, and put in the README
+    assert [line.split("|")[1].strip() for line in table.splitlines()[4:]] == \
+        ["teacher_text", "asr_sft", "blsp", "mtbi", "mtbi_interleave"]
+    assert "| teacher_text | text | 100.0 / 1.000 | 100.0 / 1.000 | 100.0 / 1.000 |" in table
+    assert "| mtbi | speech |" in table and "| 3 |" in table  # trained 3 steps
+    rerun = (recipe / "exp" / "run_stage8.sh").read_text()
+    assert "--stage 8 --stop_stage 8" in rerun

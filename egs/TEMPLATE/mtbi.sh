@@ -36,6 +36,10 @@ gen_opts=            # extra options for mtbi.bin.make_targets, e.g. "--backend 
 train_confs="conf/train_asr_sft.yaml conf/train_blsp.yaml conf/train_mtbi.yaml conf/train_mtbi_interleave.yaml"
 ngpu=0               # GPUs per training run (0: CPU; > 1: torchrun DDP)
 train_opts=          # extra options for mtbi.bin.train, e.g. "--num_threads 8"
+# Benchmark and scoring (stages 7-8)
+bench_opts=          # extra options for mtbi.bin.build_bench, e.g. "--max_utts 500"
+infer_opts=          # extra options for mtbi.bin.infer, e.g. "--batch_size 128"
+compare_opts=        # extra options for mtbi.bin.compare, e.g. "--readme README.md"
 
 help_message=$(cat << EOF
 Usage: $0 --train_set <name> --valid_set <name> --test_sets "<names>" [options]
@@ -48,7 +52,8 @@ Stages (select with --stage N --stop_stage M):
   5  imitation targets by the teacher      -> ${expdir}/targets/<set>/targets.jsonl
   6  SLLM training, one per --train_confs   -> ${expdir}/sllm_<tag> (tag: conf/train_<tag>.yaml)
   7  benchmark inference                   -> ${expdir}/sllm_<tag>/bench_<set>/hyp.jsonl
-  8  scoring and report                    -> ${expdir}/sllm_<tag>/bench_<set>/scores.json
+  8  scoring and report                    -> ${expdir}/sllm_<tag>/bench_<set>/scores.json,
+                                              ${expdir}/results_<set>.md (the comparison table)
 
 Options (defaults in brackets):
   --stage, --stop_stage  stages to run [${stage}, ${stop_stage}]
@@ -69,6 +74,9 @@ Options (defaults in brackets):
   --train_confs          training configs, one SLLM each [${train_confs}]
   --ngpu                 GPUs per training run, 0 for CPU [${ngpu}]
   --train_opts           options for mtbi.bin.train [${train_opts}]
+  --bench_opts           options for mtbi.bin.build_bench [${bench_opts}]
+  --infer_opts           options for mtbi.bin.infer [${infer_opts}]
+  --compare_opts         options for mtbi.bin.compare [${compare_opts}]
 EOF
 )
 
@@ -128,8 +136,11 @@ require() {
     fi
 }
 
-not_implemented() {
-    log "ERROR: not implemented yet: stage $1"; exit 1
+# The tag of a training config: conf/train_<tag>.yaml -> <tag> (its model is ${expdir}/sllm_<tag>).
+conf_tag() {
+    local tag
+    tag=$(basename "$1" .yaml)
+    echo "${tag#train_}"
 }
 
 # Run a long job through a launcher ("$@", which writes the log file $1 names) and follow its
@@ -191,6 +202,7 @@ fi
 
 teacher_dir="${expdir}/teacher"
 encoder_dir="${expdir}/encoder"
+[ "${ngpu}" -gt 0 ] && device=cuda || device=cpu
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     log "Stage 4: teacher LLM (${teacher_conf}) -> ${teacher_dir}"
     require "data/${train_set}/text" "stage 1"
@@ -235,24 +247,28 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     done
     require "${encoder_dir}/.done" "stage 4"
     require "${teacher_dir}/.done" "stage 4"
+    for dset in ${train_set} ${valid_set}; do
+        log "Stage 6: the frozen encoder's outputs of ${dset} -> ${expdir}/encoder_cache/${dset}"
+        ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${expdir}/encoder_cache/log/encode_feats.${dset}.log" \
+            python -m mtbi.bin.encode_feats --encoder_dir "${encoder_dir}" --feats_dir "${feats_dir}/${dset}" \
+                --out_dir "${expdir}/encoder_cache/${dset}" --device "${device}"
+    done
     if [ "${ngpu}" -gt 1 ]; then
         launcher=(torchrun --standalone --nproc_per_node "${ngpu}")
     else
         launcher=(python)
     fi
-    [ "${ngpu}" -gt 0 ] && device=cuda || device=cpu
     for conf in ${train_confs}; do
         require "${conf}" "you (a training config)"
-        tag=$(basename "${conf}" .yaml)
-        tag=${tag#train_}
-        out="${expdir}/sllm_${tag}"
+        out="${expdir}/sllm_$(conf_tag "${conf}")"
         log "Stage 6: SLLM training with ${conf} -> ${out} (log: ${out}/train.log)"
         # shellcheck disable=SC2086  # train_opts holds several options
         run_and_follow "${out}/train.log" ${cuda_cmd} --gpu "${ngpu}" "${out}/train.log" \
             "${launcher[@]}" -m mtbi.bin.train --config "${conf}" --out_dir "${out}" --device "${device}" \
                 --train_feats "${feats_dir}/${train_set}" --train_targets "${expdir}/targets/${train_set}/targets.jsonl" \
-                --train_align "data/${train_set}/word_align" \
+                --train_align "data/${train_set}/word_align" --train_encoded "${expdir}/encoder_cache/${train_set}" \
                 --valid_feats "${feats_dir}/${valid_set}" --valid_targets "${expdir}/targets/${valid_set}/targets.jsonl" \
+                --valid_encoded "${expdir}/encoder_cache/${valid_set}" \
                 --encoder_dir "${encoder_dir}" --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" \
                 --task_conf "${task_conf}" ${train_opts}
     done
@@ -260,13 +276,56 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
-    log "Stage 7: benchmark inference"
-    not_implemented 7
+    require "${teacher_dir}/.done" "stage 4"
+    for dset in ${test_sets}; do
+        require "data/${dset}/text" "stage 1"
+        require "${feats_dir}/${dset}/feats.scp" "stage 2"
+        bench="${expdir}/bench/${dset}/bench.jsonl"
+        log "Stage 7: benchmark of ${dset} -> ${bench}"
+        # shellcheck disable=SC2086  # bench_opts holds several options
+        python -m mtbi.bin.build_bench --data_dir "data/${dset}" --task_conf "${task_conf}" \
+            --out_dir "$(dirname "${bench}")" ${bench_opts} 2>&1 | tee "${expdir}/log/stage7.${dset}.log" >&2
+        out="${expdir}/teacher_text/bench_${dset}"
+        log "Stage 7: the teacher on the transcripts (text input, the upper bound) -> ${out}"
+        # shellcheck disable=SC2086  # infer_opts holds several options
+        run_and_follow "${out}/infer.log" ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/infer.log" \
+            python -m mtbi.bin.infer --bench "${bench}" --input text --out_dir "${out}" --device "${device}" \
+                --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" ${infer_opts}
+        for conf in ${train_confs}; do
+            model_dir="${expdir}/sllm_$(conf_tag "${conf}")"
+            require "${model_dir}/model.safetensors" "stage 6"
+            out="${model_dir}/bench_${dset}"
+            log "Stage 7: ${model_dir} on the speech -> ${out}"
+            # shellcheck disable=SC2086  # infer_opts holds several options
+            run_and_follow "${out}/infer.log" ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/infer.log" \
+                python -m mtbi.bin.infer --bench "${bench}" --input speech --out_dir "${out}" --device "${device}" \
+                    --model_dir "${model_dir}" --feats_dir "${feats_dir}/${dset}" \
+                    --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" ${infer_opts}
+        done
+    done
+    write_stage_script 7
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
-    log "Stage 8: scoring and report"
-    not_implemented 8
+    for dset in ${test_sets}; do
+        log "Stage 8: scores on ${dset} -> <system>/bench_${dset}/{scores.json,RESULTS.md,scores.png}"
+        teacher_hyp="${expdir}/teacher_text/bench_${dset}/hyp.jsonl"
+        require "${teacher_hyp}" "stage 7"
+        systems="${expdir}/teacher_text"
+        for conf in ${train_confs}; do
+            systems+=" ${expdir}/sllm_$(conf_tag "${conf}")"
+        done
+        for system in ${systems}; do
+            require "${system}/bench_${dset}/hyp.jsonl" "stage 7"
+            python -m mtbi.bin.score --hyp "${system}/bench_${dset}/hyp.jsonl" --teacher_hyp "${teacher_hyp}" \
+                --task_conf "${task_conf}" 2>&1 | tee -a "${expdir}/log/stage8.${dset}.log" >&2
+        done
+        log "Stage 8: comparison on ${dset} -> ${expdir}/results_${dset}.{md,png}"
+        # shellcheck disable=SC2086  # systems and compare_opts hold several words
+        python -m mtbi.bin.compare --test_set "${dset}" --systems ${systems} --out "${expdir}/results_${dset}" \
+            ${compare_opts} 2> >(tee -a "${expdir}/log/stage8.${dset}.log" >&2)
+    done
+    write_stage_script 8
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"

@@ -1,6 +1,7 @@
 """Stage 6: train a SpeechLLM by behavior imitation (run alone, or under torchrun for DDP).
 
-Reads --config (conf/train_*.yaml), the features of --train_feats/--valid_feats (stage 2), the
+Reads --config (conf/train_*.yaml), the features of --train_feats/--valid_feats (stage 2; with a
+frozen encoder its cached outputs --train_encoded/--valid_encoded when given), the
 teacher's targets --train_targets/--valid_targets (stage 5), word alignments --train_align
 (stage 3, for interleaving), the encoder of --encoder_dir and the teacher LLM (stage 4).
 Writes --out_dir (exp/sllm_<tag>): config.yaml, checkpoints/, losses.jsonl, tensorboard/,
@@ -41,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train_feats", required=True, help="dump/logmel80/<train set>")
     parser.add_argument("--train_targets", required=True, help="exp/targets/<train set>/targets.jsonl")
     parser.add_argument("--train_align", default=None, help="data/<train set>/word_align")
+    parser.add_argument("--train_encoded", default=None,
+                        help="the frozen encoder's outputs of the train set (mtbi.bin.encode_feats), "
+                             "read instead of computing them when model.train_encoder is false")
     parser.add_argument("--valid_feats", default=None)
+    parser.add_argument("--valid_encoded", default=None)
     parser.add_argument("--valid_targets", default=None)
     parser.add_argument("--encoder_dir", required=True, help="exp/encoder (stage 4)")
     parser.add_argument("--teacher_conf", required=True, help="conf/teacher_*.yaml: the frozen LLM")
@@ -84,12 +89,14 @@ def main(args: argparse.Namespace) -> None:
     if held_out:
         raise MtbiError(f"{args.config}: data.tasks has held-out task(s) {held_out}; they must never be "
                         "trained with speech (see conf/tasks.yaml)")
+    cached = not config.model.train_encoder  # a frozen encoder's outputs can be read from the cache
     train_set = ImitationDataset(args.train_feats, args.train_targets, tokenizer, tasks, config.data,
-                                 args.train_align)
+                                 args.train_align, args.train_encoded if cached else None)
     valid_set = None
     if args.valid_feats and args.valid_targets:
         speech_only = replace(config.data, interleave=InterleaveConfig())
-        valid_set = ImitationDataset(args.valid_feats, args.valid_targets, tokenizer, tasks, speech_only)
+        valid_set = ImitationDataset(args.valid_feats, args.valid_targets, tokenizer, tasks, speech_only,
+                                     encoded_dir=args.valid_encoded if cached else None)
     if ddp.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(out_dir / "config.yaml") as f:

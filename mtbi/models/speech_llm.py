@@ -53,6 +53,7 @@ class SpeechBatch:
     segments: list[list[Segment]]
     responses: list[list[int]]          # teacher response ids (+ eos); empty lists at inference
     text_prompts: list[list[int]] | None = None  # the teacher's own input, for the KL loss
+    encoded: bool = False               # feats are already the frozen encoder's outputs (cached)
 
     def to(self, device: torch.device) -> "SpeechBatch":
         self.feats, self.feats_lens = self.feats.to(device), self.feats_lens.to(device)
@@ -95,8 +96,18 @@ class SpeechLLM(nn.Module):
             self.encoder.eval()  # frozen: no dropout, so its outputs could be cached
         return self
 
-    def encode_speech(self, feats: torch.Tensor, feats_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Connector frames ``(B, F, H_llm)`` and their lengths ``(B,)``."""
+    def encode_speech(self, feats: torch.Tensor, feats_lens: torch.Tensor,
+                      encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Connector frames ``(B, F, H_llm)`` and their lengths ``(B,)``; ``encoded``: ``feats``
+        are the frozen encoder's outputs already (:mod:`mtbi.models.encoder_cache`)."""
+        if encoded:
+            if self.config.train_encoder:
+                raise MtbiError("cached encoder outputs cannot train the encoder (model.train_encoder: true); "
+                                "train from the log-mel features")
+            if feats.shape[-1] != self.encoder.output_size:
+                raise MtbiError(f"cached encoder outputs have {feats.shape[-1]} channels, the encoder "
+                                f"{self.encoder.output_size}; re-run stage 6 to cache them again")
+            return self.connector(feats, feats_lens)
         with torch.set_grad_enabled(self.config.train_encoder and torch.is_grad_enabled()):
             frames, lens = self.encoder(feats, feats_lens)
         return self.connector(frames, lens)
@@ -106,13 +117,17 @@ class SpeechLLM(nn.Module):
         last = length if segment.end is None else math.ceil(segment.end / self.frame_shift)
         return slice(first, max(first + 1, min(length, last)))
 
-    def embed(self, batch: SpeechBatch, pad_left: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def embed(self, batch: SpeechBatch, pad_left: bool = False,
+              speech: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Input embeddings ``(B, L, H)``, attention mask ``(B, L)`` and labels ``(B, L)``
-        (response tokens; IGNORE elsewhere). Right-padded for training, left for generation."""
+        (response tokens; IGNORE elsewhere). Right-padded for training, left for generation.
+        ``speech``: the batch's connector frames and lengths when already computed."""
         embedding = self.llm.get_input_embeddings()
-        speech, speech_lens = None, None
-        if any(isinstance(s, SpeechSegment) for segs in batch.segments for s in segs):
-            speech, speech_lens = self.encode_speech(batch.feats, batch.feats_lens)
+        speech_lens = None
+        if speech is not None:
+            speech, speech_lens = speech
+        elif any(isinstance(s, SpeechSegment) for segs in batch.segments for s in segs):
+            speech, speech_lens = self.encode_speech(batch.feats, batch.feats_lens, batch.encoded)
         device = batch.feats.device
         rows, label_rows = [], []
         for b, (segments, response) in enumerate(zip(batch.segments, batch.responses)):

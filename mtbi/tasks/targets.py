@@ -15,16 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from tqdm import tqdm
 
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write, is_done_with, is_up_to_date, touch_done
+from mtbi.io import answer_resumably, atomic_write, is_done_with, is_up_to_date, record_key, touch_done
 from mtbi.tasks.bank import TaskBank
 from mtbi.tasks.generation import Generator
 from mtbi.tasks.prompting import normalize_transcript, render_prompt
@@ -84,28 +82,6 @@ def _plan_digest(requests: Iterable[TargetRequest]) -> str:
     return digest.hexdigest()
 
 
-def _keep_complete_lines(path: Path, wanted: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-    """Rewrite ``path`` keeping its complete, wanted, first-seen lines; return their keys."""
-    if not path.exists():
-        return set()
-    raw = path.read_bytes()
-    kept_lines, keys = [], set()
-    for line in raw.split(b"\n")[:-1]:  # the part after the last newline is a half-written line
-        try:
-            record = json.loads(line)
-            key = (record["utt"], record["task"], record["prompt_id"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-        if key in wanted and key not in keys:
-            keys.add(key)
-            kept_lines.append(line + b"\n")
-    if sum(map(len, kept_lines)) != len(raw):
-        logger.info("%s: kept %d complete answers, dropped the rest", path, len(kept_lines))
-        with atomic_write(path, "wb") as f:
-            f.writelines(kept_lines)
-    return keys
-
-
 def shard_stamp(requests: list[TargetRequest], teacher: str, fingerprint: str, gen: dict) -> dict:
     """What a finished shard records: the teacher (name and model files' fingerprint), its
     decoding parameters and the plan."""
@@ -126,30 +102,16 @@ def generate_targets(requests: list[TargetRequest], generator: Generator, out_di
     if is_done_with(done, stamp):
         logger.info("targets shard %d already done in %s", shard, out_dir)
         return
-    params = path.with_name(f"params.{shard}.json")
-    if params.exists() and json.loads(params.read_text()) != stamp:
-        logger.info("%s: teacher, decoding or plan changed; regenerating shard %d", out_dir, shard)
-        path.unlink(missing_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(params) as f:
-        json.dump(stamp, f, sort_keys=True)
 
-    answered = _keep_complete_lines(path, {r.key for r in requests})
-    todo = [r for r in requests if r.key not in answered]
-    logger.info("targets shard %d: %d requests, %d already answered", shard, len(requests), len(answered))
-    with open(path, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc=f"targets shard {shard}",
-                                                       unit="answer", mininterval=5.0) as progress:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
-            answers = generator.generate([render_prompt(generator.tokenizer, r.prompt, r.transcript)
-                                          for r in chunk])
-            f.write("".join(json.dumps({
-                "utt": r.utt, "task": r.task, "prompt_id": r.prompt_id, "prompt": r.prompt,
-                "transcript": r.transcript, "response": answer, "teacher": stamp["teacher"],
-                "gen": stamp["gen"]}, ensure_ascii=False) + "\n" for r, answer in zip(chunk, answers)))
-            f.flush()
-            os.fsync(f.fileno())
-            progress.update(len(chunk))
+    def answer(chunk: list[TargetRequest]) -> list[str]:
+        return generator.generate([render_prompt(generator.tokenizer, r.prompt, r.transcript) for r in chunk])
+
+    def record(r: TargetRequest, response: str) -> dict:
+        return {"utt": r.utt, "task": r.task, "prompt_id": r.prompt_id, "prompt": r.prompt,
+                "transcript": r.transcript, "response": response, "teacher": stamp["teacher"], "gen": stamp["gen"]}
+
+    answer_resumably(path, path.with_name(f"params.{shard}.json"), stamp, requests, answer, record, chunk_size,
+                     f"targets shard {shard}")
     touch_done(done, stamp)
 
 
@@ -172,8 +134,8 @@ def merge_targets(out_dir: str | Path, num_shards: int, samples_per_task: int = 
     for path, _ in shards:
         with open(path, encoding="utf-8") as f:
             records += [json.loads(line) for line in f]
-    records.sort(key=lambda r: (r["utt"], r["task"], r["prompt_id"]))
-    keys = [(r["utt"], r["task"], r["prompt_id"]) for r in records]
+    records.sort(key=record_key)
+    keys = [record_key(r) for r in records]
     if len(set(keys)) != len(keys):
         raise MtbiError(f"{out_dir}: duplicate targets across shards; remove {out_dir}/shards and re-run stage 5")
     with atomic_write(target_file) as f:

@@ -50,10 +50,11 @@ class DataConfig:
 class Example:
     utt: str
     task: str
-    feats: np.ndarray       # (T, n_mels)
+    feats: np.ndarray       # (T, n_mels), or (T', H) encoder outputs when ``encoded``
     segments: list
     response: list[int]
     text_prompt: list[int]  # the teacher's input ids (transcript as text)
+    encoded: bool = False
 
 
 class ImitationDataset(torch.utils.data.Dataset):
@@ -64,7 +65,8 @@ class ImitationDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, feats_dir: str | Path, targets: str | Path, tokenizer: PreTrainedTokenizerBase,
-                 tasks: list[str], config: DataConfig, word_align: str | Path | None = None) -> None:
+                 tasks: list[str], config: DataConfig, word_align: str | Path | None = None,
+                 encoded_dir: str | Path | None = None) -> None:
         self.feats_dir, self.targets = Path(feats_dir), Path(targets)
         self.tokenizer, self.config = tokenizer, config
         self.policy = InterleavePolicy(config.interleave)
@@ -74,6 +76,15 @@ class ImitationDataset(torch.utils.data.Dataset):
         if not self.targets.is_file():
             raise MtbiError(f"{self.targets} is missing; it is made by stage 5")
         self.feats_scp = read_table(self.feats_dir / "feats.scp")
+        # With the frozen encoder's outputs cached, items carry them instead of the features
+        # (lengths and filters still count 10 ms feature frames).
+        self.encoded = encoded_dir is not None
+        if self.encoded:
+            encoded_scp = Path(encoded_dir) / "feats.scp"
+            if not encoded_scp.is_file():
+                raise MtbiError(f"{encoded_scp} is missing; it is made by stage 6 (mtbi.bin.encode_feats)")
+            cached = read_table(encoded_scp)
+            self.feats_scp = {u: cached[u] for u in self.feats_scp if u in cached}
         num_frames = {utt: int(n) for utt, n in read_table(self.feats_dir / "utt2num_frames").items()}
         self.offsets, self.lengths = array("q"), array("l")
         counts = {"no features": 0, "too long": 0}
@@ -87,7 +98,7 @@ class ImitationDataset(torch.utils.data.Dataset):
                 except (json.JSONDecodeError, KeyError, TypeError):
                     raise MtbiError(f"{self.targets}:{lineno}: not a targets line; re-run stage 5") from None
                 if task in wanted:
-                    if utt not in num_frames:
+                    if utt not in num_frames or utt not in self.feats_scp:
                         counts["no features"] += 1
                     elif num_frames[utt] > config.max_frames:
                         counts["too long"] += 1
@@ -144,7 +155,7 @@ class ImitationDataset(torch.utils.data.Dataset):
         answer = transcript if self.config.response == "transcript" else record["response"]
         response = self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
         feats = kaldiio.load_mat(self.feats_scp[record["utt"]])
-        return Example(record["utt"], record["task"], feats, segments, response, tokens.ids)
+        return Example(record["utt"], record["task"], feats, segments, response, tokens.ids, self.encoded)
 
 
 def _index_word_align(path: Path) -> dict[str, tuple[int, int]]:
@@ -170,4 +181,4 @@ def collate(examples: list[Example], with_text_prompts: bool = False) -> SpeechB
     for i, e in enumerate(examples):
         feats[i, :e.feats.shape[0]] = torch.tensor(e.feats)
     return SpeechBatch(feats, lens, [e.segments for e in examples], [e.response for e in examples],
-                       [e.text_prompt for e in examples] if with_text_prompts else None)
+                       [e.text_prompt for e in examples] if with_text_prompts else None, examples[0].encoded)

@@ -120,6 +120,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: warmup_cosine(step, config.optim.warmup_steps, config.optim.max_steps))
         self.step = 0
+        self.train_seconds = 0.0  # wall time spent training, summed over resumed runs
         self.wrapped = model
         if ddp.world_size > 1:
             self.wrapped = torch.nn.parallel.DistributedDataParallel(
@@ -159,8 +160,9 @@ class Trainer:
                     staging.rmdir()
                 else:
                     torch.save(_rng_state(), tmp / rng_file)
-                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step,
-                                                                    "world_size": self.ddp.world_size}))
+                (tmp / "trainer_state.json").write_text(json.dumps({
+                    "step": self.step, "world_size": self.ddp.world_size,
+                    "train_seconds": round(self.train_seconds, 1)}))
             for old in self.checkpoints()[:-self.config.keep_checkpoints]:
                 shutil.rmtree(old)
         if self.ddp.world_size > 1:
@@ -187,6 +189,7 @@ class Trainer:
             logger.warning("%s was written by %d processes, this run has %d: RNG states are not restored",
                            path, state["world_size"], self.ddp.world_size)
         self.step = state["step"]
+        self.train_seconds = state.get("train_seconds", 0.0)
         if self.ddp.is_main:
             _truncate_log(self.out_dir / "losses.jsonl", self.step)
         logger.info("resumed from %s (step %d)", path, self.step)
@@ -231,6 +234,7 @@ class Trainer:
                         disable=not self.ddp.is_main, mininterval=5.0)
         self.model.train()
         window = {"ce": 0.0, "kl": 0.0, "tokens": 0, "frames": 0, "start": time.time()}
+        clock = time.time()
         while self.step < optim.max_steps:
             micro = [next(batches) for _ in range(optim.accum_grad)]
             tokens = self.ddp.all_sum(torch.tensor(float(sum(b.num_target_tokens for b in micro)))).item()
@@ -266,6 +270,8 @@ class Trainer:
                 window = {"ce": 0.0, "kl": 0.0, "tokens": 0, "frames": 0, "start": time.time()}
             if self.step % config.save_interval == 0 or self.step == optim.max_steps:
                 self._validate(writer)
+                now = time.time()
+                self.train_seconds, clock = self.train_seconds + now - clock, now
                 self.save_checkpoint()
         progress.close()
         if writer:

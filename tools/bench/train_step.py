@@ -8,7 +8,9 @@ Counts the FLOPs of one training step with torch.utils.flop_counter, times ``--s
 and times a plain square matmul of the same total FLOPs in the same run (the baseline): MFU
 here is the training step's FLOP/s divided by that matmul's FLOP/s on this device. Prints
 frames/s, target tokens/s, both FLOP/s and their ratio, and the padding fraction of the speech
-frames with and without bucketing.
+frames with and without bucketing. When stage 6 has cached the frozen encoder's outputs
+(``exp/encoder_cache/<train set>``), it also times the same steps reading them and prints that
+speed against the live-encoder step (the baseline) measured in the same run.
 """
 
 from __future__ import annotations
@@ -74,34 +76,44 @@ def main() -> None:
     torch.manual_seed(0)
     model, tokenizer = build_speech_llm(config.model, recipe / "exp" / "encoder", recipe / "exp" / "teacher")
     model = model.to(device).train()
-    dataset = ImitationDataset(feats, targets, tokenizer, load_task_bank(recipe / "conf" / "tasks.yaml").train_tasks,
-                               config.data, recipe / "data" / args.train_set / "word_align")
+    dataset_tasks = load_task_bank(recipe / "conf" / "tasks.yaml").train_tasks
+    dataset = ImitationDataset(feats, targets, tokenizer, dataset_tasks, config.data,
+                               recipe / "data" / args.train_set / "word_align")
     fractions = {b: padding_fraction(dataset.lengths, BucketBatchSampler(dataset.lengths, batch_size, bucketing=b)
                                      .global_batches(0)) for b in (True, False)}
-    batches = iter(BucketBatchSampler(dataset.lengths, batch_size))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
-    def step() -> tuple[int, int]:
-        batch = collate([dataset[item] for item in next(batches)]).to(device)
+    def step(data: ImitationDataset, batches) -> tuple[int, int]:
+        batch = collate([data[item] for item in next(batches)]).to(device)
         model(batch, 1.0 / batch.num_target_tokens)["loss"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return int(batch.feats_lens.sum()), batch.num_target_tokens
 
-    step()  # warm-up
+    def time_steps(data: ImitationDataset) -> tuple[float, int, int]:
+        batches = iter(BucketBatchSampler(data.lengths, batch_size))
+        step(data, batches)  # warm-up
+        frames = tokens = 0
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            f, t = step(data, batches)
+            frames, tokens = frames + f, tokens + t
+        synchronize(device)
+        return time.perf_counter() - start, frames, tokens
+
     with FlopCounterMode(display=False) as counter:
-        step()
+        step(dataset, iter(BucketBatchSampler(dataset.lengths, batch_size)))
     flops_per_step = counter.get_total_flops()
-    frames = tokens = 0
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        f, t = step()
-        frames, tokens = frames + f, tokens + t
-    synchronize(device)
-    seconds = time.perf_counter() - start
+    seconds, frames, tokens = time_steps(dataset)
     achieved = flops_per_step * args.steps / seconds
     baseline = matmul_flops_per_s(flops_per_step, device, torch.float32)
+    cache = recipe / "exp" / "encoder_cache" / args.train_set
+    cached_seconds = None
+    if (cache / "feats.scp").is_file() and not config.model.train_encoder:
+        cached = ImitationDataset(feats, targets, tokenizer, dataset_tasks, config.data,
+                                  recipe / "data" / args.train_set / "word_align", encoded_dir=cache)
+        cached_seconds = time_steps(cached)[0]
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; config {args.config}; batch {batch_size}; {args.steps} steps in {seconds:.1f} s")
@@ -112,6 +124,11 @@ def main() -> None:
     print(f"model FLOP utilisation against the matmul baseline: {achieved / baseline:.3f}")
     print(f"padding of speech frames: {100 * fractions[True]:.1f}% bucketed vs {100 * fractions[False]:.1f}% "
           f"random batches ({fractions[False] / max(fractions[True], 1e-9):.1f}x less)")
+    if cached_seconds is None:
+        print(f"no cached encoder outputs in {cache} (stage 6 writes them): cached step not timed")
+    else:
+        print(f"cached encoder outputs: {args.steps / cached_seconds:.2f} steps/s, {seconds / cached_seconds:.2f}x "
+              "the live-encoder step above (the baseline)")
 
 
 if __name__ == "__main__":

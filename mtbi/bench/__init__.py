@@ -1,0 +1,1 @@
+"""Benchmark building, inference, scoring, reports and plots (stages 7-8)."""

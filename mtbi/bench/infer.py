@@ -1,0 +1,166 @@
+"""Stage 7, part 2: answer the benchmark, with speech input (an SLLM) or text input (the teacher).
+
+With speech input the SLLM reads the task prompt with the whole transcript replaced by the
+utterance's speech, exactly as in training but without the transcript: the prompt is
+tokenized around a placeholder word whose tokens all become speech. With text input the
+teacher reads the transcript itself: the upper bound of behavior imitation.
+
+Answers are greedy, in length-sorted, left-padded batches with a KV cache (``generate``),
+appended to ``hyp.partial.jsonl`` a chunk at a time, so a killed run resumes where it
+stopped; the finished ``hyp.jsonl`` is sorted by (utt, task, prompt_id)::
+
+    {"utt", "task", "prompt_id", "split", "input", "hyp", "ref", "prompt", "transcript"}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import kaldiio
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerBase
+
+from mtbi.bench.build import BenchItem
+from mtbi.config import from_dict
+from mtbi.data.datadir import read_table
+from mtbi.errors import MtbiError
+from mtbi.io import answer_resumably, atomic_write, is_done_with, record_key, touch_done
+from mtbi.models.interleave import Segment, build_segments
+from mtbi.models.speech_llm import SpeechBatch, SpeechLLM, build_speech_llm
+from mtbi.models.speech_prompt import tokenize_prompt
+from mtbi.tasks.generation import GenerationParams, Generator
+from mtbi.tasks.prompting import render_prompt
+
+logger = logging.getLogger(__name__)
+
+INPUTS = ("speech", "text")
+PLACEHOLDER = "speech"  # the transcript slot's stand-in; all of its tokens become speech frames
+
+
+class Answerer(Protocol):
+    input: str
+
+    def answer(self, items: list[BenchItem]) -> list[str]: ...
+
+
+def speech_segments(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Segment]:
+    """The prompt's segments with the transcript slot as speech: text before, speech, text after."""
+    tokens = tokenize_prompt(tokenizer, prompt, PLACEHOLDER)
+    return build_segments(tokens, [True] * tokens.num_words, None)
+
+
+def load_sllm(model_dir: str | Path, checkpoint: str | None = None,
+              device: str = "cpu") -> tuple[SpeechLLM, PreTrainedTokenizerBase]:
+    """The SLLM trained in ``model_dir`` (stage 6: config.yaml + model.safetensors, or the
+    weights of ``checkpoints/<checkpoint>``), in eval mode on ``device``."""
+    from mtbi.train.trainer import TrainConfig
+
+    model_dir = Path(model_dir)
+    weights = model_dir / "checkpoints" / checkpoint / "model.safetensors" if checkpoint \
+        else model_dir / "model.safetensors"
+    for path in (model_dir / "config.yaml", weights):
+        if not path.is_file():
+            raise MtbiError(f"{path} is missing; it is made by stage 6 (training)")
+    resolved = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
+    config = from_dict(TrainConfig, resolved["train"], str(model_dir / "config.yaml"))
+    model, tokenizer = build_speech_llm(config.model, resolved["encoder_dir"], resolved["llm_dir"])
+    model.load_trainable_state_dict(load_file(weights), str(weights))
+    return model.to(device).eval(), tokenizer
+
+
+class SpeechAnswerer:
+    """Greedy answers of an SLLM to benchmark items, from the utterances' features."""
+
+    input = "speech"
+
+    def __init__(self, model: SpeechLLM, tokenizer: PreTrainedTokenizerBase, feats_dir: str | Path,
+                 params: GenerationParams, device: str = "cpu") -> None:
+        self.model, self.tokenizer, self.params = model, tokenizer, params
+        self.device = torch.device(device)
+        scp = Path(feats_dir) / "feats.scp"
+        if not scp.is_file():
+            raise MtbiError(f"{scp} is missing; it is made by stage 2")
+        self.feats_scp = read_table(scp)
+        self.num_frames = {u: int(n) for u, n in read_table(Path(feats_dir) / "utt2num_frames").items()}
+        self._segments: dict[str, list[Segment]] = {}
+
+    def _prompt_segments(self, prompt: str) -> list[Segment]:
+        if prompt not in self._segments:
+            self._segments[prompt] = speech_segments(self.tokenizer, prompt)
+        return self._segments[prompt]
+
+    @torch.inference_mode()
+    def _answer_batch(self, items: list[BenchItem]) -> list[str]:
+        # Several prompts ask about the same utterance: encode each utterance once.
+        utts = sorted({i.utt for i in items})
+        feats = [torch.from_numpy(kaldiio.load_mat(self.feats_scp[u]).copy()) for u in utts]
+        lens = torch.tensor([f.shape[0] for f in feats], device=self.device)
+        padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
+        frames, frame_lens = self.model.encode_speech(padded, lens)
+        rows = torch.tensor([utts.index(i.utt) for i in items], device=self.device)
+        batch = SpeechBatch(padded[rows], lens[rows], [self._prompt_segments(i.prompt) for i in items],
+                            [[] for _ in items])
+        embeds, mask, _ = self.model.embed(batch, pad_left=True, speech=(frames[rows], frame_lens[rows]))
+        output = self.model.llm.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
+                                         max_new_tokens=self.params.max_new_tokens,
+                                         pad_token_id=self.tokenizer.pad_token_id,
+                                         eos_token_id=self.tokenizer.eos_token_id)
+        return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+    def answer(self, items: list[BenchItem]) -> list[str]:
+        """Answers to ``items`` in their order, generated in batches of similar length."""
+        missing = sorted({i.utt for i in items} - set(self.feats_scp))
+        if missing:
+            raise MtbiError(f"utterance '{missing[0]}' (and {len(missing) - 1} more) of the benchmark has no "
+                            "features; run stage 2 for the test set")
+        order = sorted(range(len(items)), key=lambda k: (-self.num_frames[items[k].utt], items[k].key))
+        answers = [""] * len(items)
+        for start in range(0, len(order), self.params.batch_size):
+            chunk = order[start:start + self.params.batch_size]
+            for k, answer in zip(chunk, self._answer_batch([items[k] for k in chunk])):
+                answers[k] = answer
+        return answers
+
+
+class TextAnswerer:
+    """The teacher's greedy answers to benchmark items, from the transcripts."""
+
+    input = "text"
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+
+    def answer(self, items: list[BenchItem]) -> list[str]:
+        tokenizer = self.generator.tokenizer
+        return self.generator.generate([render_prompt(tokenizer, i.prompt, i.transcript) for i in items])
+
+
+def run_inference(items: list[BenchItem], answerer: Answerer, out_dir: str | Path, stamp: dict,
+                  chunk_size: int = 512) -> Path:
+    """Answer ``items`` into ``out_dir/hyp.jsonl`` (resumable; ``stamp`` names the model and
+    the benchmark, and a finished run with the same stamp is skipped). Returns its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final, partial, done = out_dir / "hyp.jsonl", out_dir / "hyp.partial.jsonl", out_dir / ".done.infer"
+    if final.is_file() and is_done_with(done, stamp):
+        logger.info("%s is already done", final)
+        return final
+
+    def record(i: BenchItem, hyp: str) -> dict:
+        return {"utt": i.utt, "task": i.task, "prompt_id": i.prompt_id, "split": i.split, "input": answerer.input,
+                "hyp": hyp, "ref": i.ref, "prompt": i.prompt, "transcript": i.transcript}
+
+    answer_resumably(partial, out_dir / "infer_params.json", stamp, items, answerer.answer, record, chunk_size,
+                     f"{answerer.input} inference")
+    with open(partial, encoding="utf-8") as f:
+        records = sorted((json.loads(line) for line in f), key=record_key)
+    with atomic_write(final) as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    partial.unlink()
+    touch_done(done, stamp)
+    return final

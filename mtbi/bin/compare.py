@@ -1,0 +1,69 @@
+"""Stage 8, last step: the comparison table of systems on one test set.
+
+Reads each system's bench_<set>/scores.json (and, for SLLMs, the training steps and time of
+its last checkpoint); writes <out>.md and <out>.png, prints the table, and with --readme puts
+it into that README between ``<!-- results:<set>:begin -->`` and ``<!-- results:<set>:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from mtbi.bench.report import SystemResult, comparison_markdown, plot_comparison, read_scores, training_summary
+from mtbi.cli import run_main
+from mtbi.errors import MtbiError
+from mtbi.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--test_set", required=True)
+    parser.add_argument("--systems", nargs="+", required=True,
+                        help="system dirs, e.g. exp/teacher_text exp/sllm_mtbi (scores in <dir>/bench_<set>)")
+    parser.add_argument("--out", required=True, help="output path without extension, e.g. exp/results_<set>")
+    parser.add_argument("--readme", default=None, help="a README.md to put the table into")
+    return parser
+
+
+def update_readme(readme: Path, test_set: str, table: str) -> None:
+    """Replace the text between the results markers of ``test_set`` (appended when absent)."""
+    begin, end = f"<!-- results:{test_set}:begin -->", f"<!-- results:{test_set}:end -->"
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    block = f"{begin}\n{table}{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    elif begin in text or end in text:
+        raise MtbiError(f"{readme} has only one of the markers {begin} / {end}; fix it by hand")
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    with atomic_write(readme) as f:
+        f.write(text)
+
+
+def main(args: argparse.Namespace) -> None:
+    results = []
+    for system in args.systems:
+        system_dir = Path(system)
+        name = system_dir.name.removeprefix("sllm_")
+        steps, seconds = training_summary(system_dir)
+        results.append(SystemResult(name, read_scores(system_dir / f"bench_{args.test_set}" / "scores.json"),
+                                    steps, seconds))
+    table = comparison_markdown(results, args.test_set)
+    out = Path(args.out)
+    with atomic_write(out.with_suffix(".md")) as f:
+        f.write(table)
+    plot_comparison(results, out.with_suffix(".png"))
+    if args.readme:
+        update_readme(Path(args.readme), args.test_set, table)
+        logger.info("results table of %s written into %s", args.test_set, args.readme)
+    sys.stdout.write(table)
+    logger.info("table %s, chart %s", out.with_suffix(".md"), out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    run_main(build_parser, main)

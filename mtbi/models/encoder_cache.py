@@ -1,0 +1,73 @@
+"""Frozen-encoder outputs computed once: ``<out_dir>/{feats.scp,feats.ark,utt2num_frames}``.
+
+When the speech encoder is frozen (``model.train_encoder: false``) its outputs never change, so
+stage 6 computes them once per set and training reads them instead of the log-mel features:
+a training step then costs only the connector and the LLM. The encoder is padding-invariant
+(see :mod:`mtbi.models.encoders`), so outputs computed in batches equal per-utterance ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import kaldiio
+import torch
+from tqdm import tqdm
+
+from mtbi.data.datadir import read_table
+from mtbi.errors import MtbiError
+from mtbi.io import atomic_dir, is_done_with, touch_done
+from mtbi.tasks.generation import model_fingerprint
+
+logger = logging.getLogger(__name__)
+
+
+def cache_stamp(encoder_dir: str | Path, feats_dir: str | Path) -> dict:
+    """What a finished cache records: the encoder's files and the features it read."""
+    scp = Path(feats_dir) / "feats.scp"
+    stat = scp.stat()
+    return {"encoder": model_fingerprint(encoder_dir), "feats": f"{scp.resolve()} {stat.st_size} {stat.st_mtime_ns}"}
+
+
+def encode_feats(encoder_dir: str | Path, feats_dir: str | Path, out_dir: str | Path, batch_size: int = 32,
+                 device: str = "cpu") -> None:
+    """Write the encoder outputs of every utterance of ``feats_dir`` into ``out_dir`` (skipped
+    when done with the same encoder and features; written as a whole or not at all)."""
+    from mtbi.models.encoders import load_speech_encoder
+
+    feats_dir, out_dir = Path(feats_dir), Path(out_dir)
+    for path in (feats_dir / "feats.scp", feats_dir / "utt2num_frames"):
+        if not path.is_file():
+            raise MtbiError(f"{path} is missing; it is made by stage 2")
+    stamp = cache_stamp(encoder_dir, feats_dir)
+    if is_done_with(out_dir / ".done", stamp):
+        logger.info("%s: encoder outputs already cached", out_dir)
+        return
+    encoder = load_speech_encoder(encoder_dir).to(device).eval()
+    scp = read_table(feats_dir / "feats.scp")
+    lengths = {u: int(n) for u, n in read_table(feats_dir / "utt2num_frames").items()}
+    order = sorted(scp, key=lambda u: (-lengths.get(u, 0), u))
+    frames = {}
+    with atomic_dir(out_dir) as tmp, torch.inference_mode():
+        with kaldiio.WriteHelper(f"ark,scp:{tmp / 'feats.ark'},{tmp / 'unsorted.scp'}") as writer, \
+                tqdm(total=len(order), desc=f"encoding {feats_dir.name}", unit="utt", mininterval=5.0) as progress:
+            for start in range(0, len(order), batch_size):
+                utts = order[start:start + batch_size]
+                mats = [torch.from_numpy(kaldiio.load_mat(scp[u]).copy()) for u in utts]
+                lens = torch.tensor([m.shape[0] for m in mats])
+                out, out_lens = encoder(torch.nn.utils.rnn.pad_sequence(mats, batch_first=True).to(device),
+                                        lens.to(device))
+                for b, utt in enumerate(utts):
+                    writer(utt, out[b, :int(out_lens[b])].float().cpu().numpy())
+                    frames[utt] = int(out_lens[b])
+                progress.update(len(utts))
+        # The scp names the ark by its final path, as feats.scp of stage 2 does.
+        table = read_table(tmp / "unsorted.scp")
+        ark = str(tmp / "feats.ark")
+        (tmp / "feats.scp").write_text("".join(f"{u} {table[u].replace(ark, str(out_dir / 'feats.ark'))}\n"
+                                               for u in sorted(table)))
+        (tmp / "unsorted.scp").unlink()
+        (tmp / "utt2num_frames").write_text("".join(f"{u} {frames[u]}\n" for u in sorted(frames)))
+        touch_done(tmp / ".done", stamp)
+    logger.info("%s: encoder outputs of %d utterances (%d channels)", out_dir, len(frames), encoder.output_size)

@@ -1,0 +1,78 @@
+"""Cached frozen-encoder outputs (mtbi/models/encoder_cache.py) against the live encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kaldiio
+import pytest
+import torch
+
+from mtbi.data.datadir import read_table
+from mtbi.errors import MtbiError
+from mtbi.models.encoder_cache import encode_feats
+from mtbi.models.encoders import load_speech_encoder
+from mtbi.models.speech_llm import SpeechLLMConfig, build_speech_llm
+from mtbi.train.dataset import DataConfig, ImitationDataset, collate
+from sllm_fixtures import TASKS, make_imitation_data, make_model_dirs, make_random_encoder
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("cache")
+    encoder, teacher = make_model_dirs(root)
+    data = make_imitation_data(root / "data", num_utts=5)
+    encode_feats(encoder, data["feats"], root / "cache", batch_size=2)
+    return {"root": root, "encoder": encoder, "teacher": teacher, "cache": root / "cache", **data}
+
+
+def test_cached_outputs_equal_the_live_encoder_per_utterance(dirs: dict) -> None:
+    encoder = load_speech_encoder(dirs["encoder"]).eval()
+    cached = dict(kaldiio.load_scp(str(dirs["cache"] / "feats.scp")))
+    feats = dict(kaldiio.load_scp(str(dirs["feats"] / "feats.scp")))
+    assert sorted(cached) == sorted(feats)
+    frames = read_table(dirs["cache"] / "utt2num_frames")
+    for utt, mat in feats.items():
+        with torch.no_grad():
+            out, lens = encoder(torch.tensor(mat)[None], torch.tensor([mat.shape[0]]))
+        assert cached[utt].shape == (int(lens[0]), encoder.output_size) == (int(frames[utt]), encoder.output_size)
+        torch.testing.assert_close(torch.tensor(cached[utt]), out[0, :int(lens[0])], atol=1e-5, rtol=1e-4)
+
+
+def test_training_loss_from_the_cache_equals_the_live_loss(dirs: dict) -> None:
+    torch.manual_seed(0)
+    model, tokenizer = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
+    model.eval()
+    config = DataConfig(tasks=list(TASKS))
+    live = ImitationDataset(dirs["feats"], dirs["targets"], tokenizer, list(TASKS), config)
+    cached = ImitationDataset(dirs["feats"], dirs["targets"], tokenizer, list(TASKS), config,
+                              encoded_dir=dirs["cache"])
+    assert len(live) == len(cached) and list(live.lengths) == list(cached.lengths)
+    indices = list(range(0, len(live), 3))
+    live_batch = collate([live[(i, 0)] for i in indices])
+    cached_batch = collate([cached[(i, 0)] for i in indices])
+    assert cached_batch.encoded and not live_batch.encoded
+    with torch.no_grad():
+        live_loss = model(live_batch, 1.0)["ce_sum"]
+        cached_loss = model(cached_batch, 1.0)["ce_sum"]
+    torch.testing.assert_close(cached_loss, live_loss, atol=1e-4, rtol=1e-5)
+    trainable = build_speech_llm(SpeechLLMConfig(train_encoder=True), dirs["encoder"], dirs["teacher"])[0]
+    with pytest.raises(MtbiError, match="cannot train the encoder"):
+        trainable(cached_batch, 1.0)
+
+
+def test_the_cache_is_kept_until_the_encoder_changes(dirs: dict, tmp_path: Path) -> None:
+    scp = dirs["cache"] / "feats.scp"
+    before = scp.stat().st_mtime_ns
+    encode_feats(dirs["encoder"], dirs["feats"], dirs["cache"])
+    assert scp.stat().st_mtime_ns == before  # done with the same encoder and features: skipped
+    other = make_random_encoder(tmp_path / "other", seed=1)
+    encode_feats(other, dirs["feats"], tmp_path / "cache")
+    first = dict(kaldiio.load_scp(str(tmp_path / "cache" / "feats.scp")))
+    make_random_encoder(other, seed=2)  # "retrained": its files changed
+    encode_feats(other, dirs["feats"], tmp_path / "cache")
+    second = dict(kaldiio.load_scp(str(tmp_path / "cache" / "feats.scp")))
+    utt = sorted(first)[0]
+    assert not torch.allclose(torch.tensor(first[utt]), torch.tensor(second[utt]))
+    with pytest.raises(MtbiError, match="made by stage 2"):
+        encode_feats(other, tmp_path / "nowhere", tmp_path / "cache2")
