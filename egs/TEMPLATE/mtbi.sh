@@ -36,6 +36,7 @@ gen_opts=            # extra options for mtbi.bin.make_targets, e.g. "--backend 
 train_confs="conf/train_asr_sft.yaml conf/train_blsp.yaml conf/train_mtbi.yaml conf/train_mtbi_interleave.yaml"
 ngpu=0               # GPUs per training run (0: CPU; > 1: torchrun DDP)
 train_opts=          # extra options for mtbi.bin.train, e.g. "--num_threads 8"
+encoder_cache=true   # cache a frozen encoder's outputs once and train from them (disk: frames x channels x 4 bytes)
 # Benchmark and scoring (stages 7-8)
 bench_opts=          # extra options for mtbi.bin.build_bench, e.g. "--max_utts 500"
 infer_opts=          # extra options for mtbi.bin.infer, e.g. "--batch_size 128"
@@ -74,6 +75,7 @@ Options (defaults in brackets):
   --train_confs          training configs, one SLLM each [${train_confs}]
   --ngpu                 GPUs per training run, 0 for CPU [${ngpu}]
   --train_opts           options for mtbi.bin.train [${train_opts}]
+  --encoder_cache        cache the frozen encoder's outputs for training, true or false [${encoder_cache}]
   --bench_opts           options for mtbi.bin.build_bench [${bench_opts}]
   --infer_opts           options for mtbi.bin.infer [${infer_opts}]
   --compare_opts         options for mtbi.bin.compare [${compare_opts}]
@@ -107,6 +109,9 @@ for var in stage stop_stage nj gen_nj ngpu; do
         log "ERROR: --${var} must be a whole number (nj and gen_nj at least 1), got '${!var}'"; exit 1
     fi
 done
+if [ "${encoder_cache}" != true ] && [ "${encoder_cache}" != false ]; then
+    log "ERROR: --encoder_cache must be true or false, got '${encoder_cache}'"; exit 1
+fi
 if [ "${n_mels}" != 80 ] && [ "${n_mels}" != 128 ]; then
     log "ERROR: --n_mels must be 80 or 128, got '${n_mels}'"; exit 1
 fi
@@ -247,12 +252,16 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     done
     require "${encoder_dir}/.done" "stage 4"
     require "${teacher_dir}/.done" "stage 4"
-    for dset in ${train_set} ${valid_set}; do
-        log "Stage 6: the frozen encoder's outputs of ${dset} -> ${expdir}/encoder_cache/${dset}"
-        ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${expdir}/encoder_cache/log/encode_feats.${dset}.log" \
-            python -m mtbi.bin.encode_feats --encoder_dir "${encoder_dir}" --feats_dir "${feats_dir}/${dset}" \
-                --out_dir "${expdir}/encoder_cache/${dset}" --device "${device}"
-    done
+    cache_opts=()
+    if [ "${encoder_cache}" = true ]; then
+        for dset in ${train_set} ${valid_set}; do
+            log "Stage 6: the frozen encoder's outputs of ${dset} -> ${expdir}/encoder_cache/${dset}"
+            ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${expdir}/encoder_cache/log/encode_feats.${dset}.log" \
+                python -m mtbi.bin.encode_feats --encoder_dir "${encoder_dir}" --feats_dir "${feats_dir}/${dset}" \
+                    --out_dir "${expdir}/encoder_cache/${dset}" --device "${device}"
+        done
+        cache_opts=(--train_encoded "${expdir}/encoder_cache/${train_set}" --valid_encoded "${expdir}/encoder_cache/${valid_set}")
+    fi
     if [ "${ngpu}" -gt 1 ]; then
         launcher=(torchrun --standalone --nproc_per_node "${ngpu}")
     else
@@ -266,9 +275,8 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
         run_and_follow "${out}/train.log" ${cuda_cmd} --gpu "${ngpu}" "${out}/train.log" \
             "${launcher[@]}" -m mtbi.bin.train --config "${conf}" --out_dir "${out}" --device "${device}" \
                 --train_feats "${feats_dir}/${train_set}" --train_targets "${expdir}/targets/${train_set}/targets.jsonl" \
-                --train_align "data/${train_set}/word_align" --train_encoded "${expdir}/encoder_cache/${train_set}" \
+                --train_align "data/${train_set}/word_align" "${cache_opts[@]}" \
                 --valid_feats "${feats_dir}/${valid_set}" --valid_targets "${expdir}/targets/${valid_set}/targets.jsonl" \
-                --valid_encoded "${expdir}/encoder_cache/${valid_set}" \
                 --encoder_dir "${encoder_dir}" --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" \
                 --task_conf "${task_conf}" ${train_opts}
     done
