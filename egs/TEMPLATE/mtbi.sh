@@ -109,9 +109,6 @@ for var in stage stop_stage nj gen_nj ngpu; do
         log "ERROR: --${var} must be a whole number (nj and gen_nj at least 1), got '${!var}'"; exit 1
     fi
 done
-if [ "${encoder_cache}" != true ] && [ "${encoder_cache}" != false ]; then
-    log "ERROR: --encoder_cache must be true or false, got '${encoder_cache}'"; exit 1
-fi
 if [ "${n_mels}" != 80 ] && [ "${n_mels}" != 128 ]; then
     log "ERROR: --n_mels must be 80 or 128, got '${n_mels}'"; exit 1
 fi
