@@ -114,6 +114,13 @@ def keep_complete_lines(path: str | os.PathLike, wanted: set, key: Callable[[dic
     return keys
 
 
+def file_id(path: str | os.PathLike) -> str:
+    """A file's identity for stamps: its resolved path, size and modification time."""
+    path = Path(path)
+    stat = path.stat()
+    return f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns}"
+
+
 def record_key(record: dict) -> tuple[str, str, str]:
     """The (utt, task, prompt_id) key of a targets.jsonl or hyp.jsonl line."""
     return (record["utt"], record["task"], record["prompt_id"])

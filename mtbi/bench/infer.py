@@ -54,6 +54,13 @@ def speech_segments(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Seg
     return build_segments(tokens, [True] * tokens.num_words, None)
 
 
+def sllm_weights(model_dir: str | Path, checkpoint: str | None = None) -> Path:
+    """The weights file of a stage-6 dir: the final ones, or those of ``checkpoints/<checkpoint>``."""
+    model_dir = Path(model_dir)
+    return model_dir / "checkpoints" / checkpoint / "model.safetensors" if checkpoint \
+        else model_dir / "model.safetensors"
+
+
 def load_sllm(model_dir: str | Path, checkpoint: str | None = None,
               device: str = "cpu") -> tuple[SpeechLLM, PreTrainedTokenizerBase]:
     """The SLLM trained in ``model_dir`` (stage 6: config.yaml + model.safetensors, or the
@@ -61,8 +68,7 @@ def load_sllm(model_dir: str | Path, checkpoint: str | None = None,
     from mtbi.train.trainer import TrainConfig
 
     model_dir = Path(model_dir)
-    weights = model_dir / "checkpoints" / checkpoint / "model.safetensors" if checkpoint \
-        else model_dir / "model.safetensors"
+    weights = sllm_weights(model_dir, checkpoint)
     for path in (model_dir / "config.yaml", weights):
         if not path.is_file():
             raise MtbiError(f"{path} is missing; it is made by stage 6 (training)")

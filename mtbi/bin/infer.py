@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from mtbi.bench.build import read_bench
-from mtbi.bench.infer import INPUTS, SpeechAnswerer, TextAnswerer, load_sllm, run_inference
+from mtbi.bench.infer import INPUTS, SpeechAnswerer, TextAnswerer, load_sllm, run_inference, sllm_weights
 from mtbi.cli import run_main
 from mtbi.config import load_config
 from mtbi.errors import MtbiError
+from mtbi.io import file_id
 from mtbi.tasks.generation import load_generator, model_fingerprint
 from mtbi.tasks.teacher import TeacherConfig, teacher_dir
 
@@ -44,11 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _file_id(path: Path) -> str:
-    stat = path.stat()
-    return f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns}"
-
-
 def main(args: argparse.Namespace) -> None:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
@@ -65,8 +61,7 @@ def main(args: argparse.Namespace) -> None:
         if not args.model_dir or not args.feats_dir:
             raise MtbiError("--input speech needs --model_dir (stage 6) and --feats_dir (stage 2)")
         model, tokenizer = load_sllm(args.model_dir, args.checkpoint, args.device)
-        weights = Path(args.model_dir) / ("checkpoints/" + args.checkpoint if args.checkpoint else "") / "model.safetensors"
-        stamp["model"] = _file_id(weights)
+        stamp["model"] = file_id(sllm_weights(args.model_dir, args.checkpoint))
         answerer = SpeechAnswerer(model, tokenizer, args.feats_dir, params, args.device)
     run_inference(items, answerer, args.out_dir, stamp)
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from mtbi.data.datadir import read_table
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_dir, is_done_with, touch_done
+from mtbi.io import atomic_dir, file_id, is_done_with, touch_done
 from mtbi.tasks.generation import model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -25,9 +25,7 @@ logger = logging.getLogger(__name__)
 
 def cache_stamp(encoder_dir: str | Path, feats_dir: str | Path) -> dict:
     """What a finished cache records: the encoder's files and the features it read."""
-    scp = Path(feats_dir) / "feats.scp"
-    stat = scp.stat()
-    return {"encoder": model_fingerprint(encoder_dir), "feats": f"{scp.resolve()} {stat.st_size} {stat.st_mtime_ns}"}
+    return {"encoder": model_fingerprint(encoder_dir), "feats": file_id(Path(feats_dir) / "feats.scp")}
 
 
 def encode_feats(encoder_dir: str | Path, feats_dir: str | Path, out_dir: str | Path, batch_size: int = 32,
