@@ -18,7 +18,10 @@ from mtbi.tasks.bank import load_task_bank
 from mtbi.tasks.generation import GenerationParams, HFGenerator
 from mtbi.tasks.prompting import render_prompt
 from mtbi.tasks.teacher import convert_gguf, find_packaged_file
-from mtbi.tasks.tiny_teacher import TinyTeacherConfig, train_tiny_teacher
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from mtbi.tasks.tiny_teacher import TinyTeacherConfig, pack_examples, packed_losses, train_tiny_teacher
 
 QUICK = TinyTeacherConfig(vocab_size=400, hidden_size=48, num_layers=1, num_heads=2, intermediate_size=96,
                           steps=8, batch_size=8, warmup_steps=2)
@@ -39,6 +42,21 @@ def test_tiny_teacher_is_a_normal_hf_model_dir(tmp_path: Path) -> None:
     assert tokenizer.chat_template and tokenizer.eos_token == "<|end|>"
     text = "the happy dog found two red apples in the park"
     assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_packed_examples_do_not_see_each_other() -> None:
+    """Each example's loss in a packed batch equals its loss computed alone."""
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=64, max_position_embeddings=64, pad_token_id=0))
+    rng = random.Random(0)
+    examples = [([rng.randrange(1, 50) for _ in range(n)], n // 2) for n in (5, 9, 3, 12, 7, 4)]
+    batch = pack_examples(examples, pad_id=0, width=16)
+    assert batch[0].shape == (3, 16)  # 40 tokens in 3 rows of 16, not 6 rows padded to 12
+    _, packed = packed_losses(model, batch, len(examples))
+    for k, example in enumerate(examples):
+        _, alone = packed_losses(model, pack_examples([example], pad_id=0, width=1), 1)
+        torch.testing.assert_close(packed[k], alone[0], rtol=1e-4, atol=1e-5)
 
 
 def test_tiny_teacher_refuses_non_mini_text(tmp_path: Path) -> None:

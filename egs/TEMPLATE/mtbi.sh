@@ -12,7 +12,7 @@ min() { [ "$1" -lt "$2" ] && echo "$1" || echo "$2"; }
 # General options
 stage=1              # first stage to run
 stop_stage=10000     # last stage to run
-nj=4                 # parallel jobs for data preparation and feature extraction
+nj=$(nproc)          # parallel jobs for data preparation and feature extraction (default: the cores here)
 expdir=exp           # experiments and stage logs
 # Data preparation (stage 1)
 train_set=           # training data dir name under data/
