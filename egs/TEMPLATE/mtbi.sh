@@ -13,7 +13,9 @@ min() { [ "$1" -lt "$2" ] && echo "$1" || echo "$2"; }
 stage=1              # first stage to run
 stop_stage=10000     # last stage to run
 nj=$(nproc)          # parallel jobs for data preparation and feature extraction (default: the cores here)
-expdir=exp           # experiments and stage logs
+expdir=              # experiments and stage logs (default: exp, or exp_<config_set> for another set)
+config_set=tiny      # tiny (conf/teacher_tiny.yaml, conf/encoder_tiny.yaml, conf/train_*.yaml), or a
+                     # folder of conf/ with teacher.yaml, encoder.yaml and train_*.yaml: smol, real
 # Data preparation (stage 1)
 train_set=           # training data dir name under data/
 valid_set=           # validation data dir name
@@ -28,12 +30,12 @@ align_method=auto    # auto (the corpus's own timings in data/<set>/ctm, else ct
 align_opts=          # extra options for mtbi.bin.align_words, e.g. "--align_files /data/mfa_textgrids"
 # Teacher, encoder and imitation targets (stages 4-5)
 task_conf=conf/tasks.yaml            # task bank and its seen/unseen, train/held-out split
-teacher_conf=conf/teacher_tiny.yaml  # the teacher LLM (tiny, gguf or hf; see conf/teacher_*.yaml)
-encoder_conf=conf/encoder_tiny.yaml  # the speech encoder (conformer: CTC-pretrained here; whisper: a local dir)
+teacher_conf=        # the teacher LLM (default: from --config_set)
+encoder_conf=        # the speech encoder (default: from --config_set)
 gen_nj=1             # parallel target-generation jobs (each loads the teacher)
 gen_opts=            # extra options for mtbi.bin.make_targets, e.g. "--backend vllm --device cuda"
 # SLLM training (stage 6)
-train_confs="conf/train_asr_sft.yaml conf/train_blsp.yaml conf/train_mtbi.yaml conf/train_mtbi_interleave.yaml"
+train_confs=         # training configs, one SLLM each (default: the four baselines of --config_set)
 ngpu=0               # GPUs per training run (0: CPU; > 1: torchrun DDP)
 train_opts=          # extra options for mtbi.bin.train, e.g. "--num_threads 8"
 encoder_cache=true   # cache a frozen encoder's outputs once and train from them (disk: frames x channels x 4 bytes)
@@ -49,17 +51,18 @@ Stages (select with --stage N --stop_stage M):
   1  data preparation: local/data.sh -> data/<set>/{wav.scp,text,utt2spk,spk2utt}
   2  log-mel features (sharded over --nj)  -> ${dumpdir}/logmel<n_mels>/<set>/feats.scp
   3  word alignment                        -> data/<set>/word_align
-  4  teacher LLM and speech encoder        -> ${expdir}/teacher, ${expdir}/encoder
-  5  imitation targets by the teacher      -> ${expdir}/targets/<set>/targets.jsonl
-  6  SLLM training, one per --train_confs   -> ${expdir}/sllm_<tag> (tag: conf/train_<tag>.yaml)
-  7  benchmark inference                   -> ${expdir}/sllm_<tag>/bench_<set>/hyp.jsonl
-  8  scoring and report                    -> ${expdir}/sllm_<tag>/bench_<set>/scores.json,
-                                              ${expdir}/results_<set>.md (the comparison table)
+  4  teacher LLM and speech encoder        -> <expdir>/teacher, <expdir>/encoder
+  5  imitation targets by the teacher      -> <expdir>/targets/<set>/targets.jsonl
+  6  SLLM training, one per --train_confs   -> <expdir>/sllm_<tag> (tag: conf/train_<tag>.yaml)
+  7  benchmark inference                   -> <expdir>/sllm_<tag>/bench_<set>/hyp.jsonl
+  8  scoring and report                    -> <expdir>/sllm_<tag>/bench_<set>/scores.json,
+                                              <expdir>/results_<set>.md (the comparison table)
 
 Options (defaults in brackets):
   --stage, --stop_stage  stages to run [${stage}, ${stop_stage}]
   --nj                   parallel jobs [${nj}]
-  --expdir               experiment dir [${expdir}]
+  --expdir               experiment dir [exp, or exp_<config_set>]
+  --config_set           tiny, or a folder of conf/ (smol, real) [${config_set}]
   --train_set, --valid_set, --test_sets   data dir names [${train_set}, ${valid_set}, ${test_sets}]
   --local_data_opts      options passed to local/data.sh [${local_data_opts}]
   --n_mels               mel bins, 80 or 128 [${n_mels}]
@@ -68,11 +71,11 @@ Options (defaults in brackets):
   --align_method         auto, ctm, textgrid or ctc [${align_method}]
   --align_opts           options for mtbi.bin.align_words [${align_opts}]
   --task_conf            task bank and split [${task_conf}]
-  --teacher_conf         teacher LLM config [${teacher_conf}]
-  --encoder_conf         speech encoder config [${encoder_conf}]
+  --teacher_conf         teacher LLM config [from --config_set]
+  --encoder_conf         speech encoder config [from --config_set]
   --gen_nj               parallel target-generation jobs [${gen_nj}]
   --gen_opts             options for mtbi.bin.make_targets [${gen_opts}]
-  --train_confs          training configs, one SLLM each [${train_confs}]
+  --train_confs          training configs, one SLLM each [the baselines of --config_set]
   --ngpu                 GPUs per training run, 0 for CPU [${ngpu}]
   --train_opts           options for mtbi.bin.train [${train_opts}]
   --encoder_cache        cache the frozen encoder's outputs for training, true or false [${encoder_cache}]
@@ -109,6 +112,22 @@ for var in stage stop_stage nj gen_nj ngpu; do
         log "ERROR: --${var} must be a whole number (nj and gen_nj at least 1), got '${!var}'"; exit 1
     fi
 done
+# The configs of --config_set, where no option names them.
+if [ "${config_set}" = tiny ]; then
+    conf_dir=conf
+    teacher_conf=${teacher_conf:-conf/teacher_tiny.yaml}
+    encoder_conf=${encoder_conf:-conf/encoder_tiny.yaml}
+    expdir=${expdir:-exp}
+elif [ -f "conf/${config_set}/teacher.yaml" ] && [ -f "conf/${config_set}/encoder.yaml" ]; then
+    conf_dir=conf/${config_set}
+    teacher_conf=${teacher_conf:-${conf_dir}/teacher.yaml}
+    encoder_conf=${encoder_conf:-${conf_dir}/encoder.yaml}
+    expdir=${expdir:-exp_${config_set}}
+else
+    log "ERROR: --config_set ${config_set}: conf/${config_set}/teacher.yaml and encoder.yaml not found; use tiny, smol or real"
+    exit 1
+fi
+train_confs=${train_confs:-"${conf_dir}/train_asr_sft.yaml ${conf_dir}/train_blsp.yaml ${conf_dir}/train_mtbi.yaml ${conf_dir}/train_mtbi_interleave.yaml"}
 if [ "${n_mels}" != 80 ] && [ "${n_mels}" != 128 ]; then
     log "ERROR: --n_mels must be 80 or 128, got '${n_mels}'"; exit 1
 fi
@@ -327,8 +346,9 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
         done
         log "Stage 8: comparison on ${dset} -> ${expdir}/results_${dset}.{md,png}"
         # shellcheck disable=SC2086  # systems and compare_opts hold several words
+        [ "${config_set}" = tiny ] && readme_key=${dset} || readme_key=${config_set}:${dset}
         python -m mtbi.bin.compare --test_set "${dset}" --systems ${systems} --out "${expdir}/results_${dset}" \
-            ${compare_opts} 2> >(tee -a "${expdir}/log/stage8.${dset}.log" >&2)
+            --readme_key "${readme_key}" ${compare_opts} 2> >(tee -a "${expdir}/log/stage8.${dset}.log" >&2)
     done
     write_stage_script 8
 fi

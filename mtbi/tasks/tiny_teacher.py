@@ -166,7 +166,7 @@ def train_tiny_teacher(train_texts: list[str], eval_texts: list[str], bank: Task
     if all(e.task == "transcription" for e in plain):
         raise MtbiError("the training transcripts are not mini-corpus sentences, so the rule-trained "
                         "tiny teacher cannot learn from them; use a real teacher config "
-                        "(e.g. conf/teacher_smollm2.yaml) for real corpora")
+                        "(e.g. conf/smol/teacher.yaml) for real corpora")
     prompts = [p for task in bank.tasks.values() for p in task.prompts]
     tokenizer = build_tokenizer([f"{e.prompt} {e.answer}" for e in plain] + prompts, config.vocab_size)
 

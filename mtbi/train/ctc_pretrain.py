@@ -7,8 +7,9 @@
   features and transcripts of the training set (AdamW, linear warmup then cosine decay,
   batches bucketed by length, SpecAugment-style time and frequency masks), save it as the
   encoder dir and score greedy-CTC WER on the evaluation sets (``encoder_report.md``);
-- ``whisper``: check that ``model_dir`` is an HF Whisper dir with ``n_mels`` mel bins and
-  write the encoder dir that points to it.
+- ``whisper``: check that ``model_dir`` is an HF Whisper dir with ``n_mels`` mel bins (or first
+  convert the CTranslate2 Whisper of ``ct2_packages`` into ``<encoder dir>/whisper``) and write
+  the encoder dir that points to it.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ from mtbi.io import atomic_write
 from mtbi.models.ctc import VOCABULARY_FILE, CtcModel, build_vocabulary
 from mtbi.models.encoders import (CONFIG_FILE, WEIGHTS_FILE, ConformerSpeechEncoder, EncoderConfig,
                                   check_whisper_dir)
+from mtbi.models.whisper_ct2 import convert_packaged_whisper
 from mtbi.train.sampler import BucketBatchSampler
 from mtbi.train.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "encoder_report.md"
+CONVERTED_WHISPER_DIR = "whisper"  # ct2_packages: the HF Whisper dir made in the encoder dir
 
 
 @dataclass(frozen=True)
@@ -235,11 +238,14 @@ def prepare_encoder(config: EncoderPrepConfig, out_dir: str | Path, train_dir: s
     training summary and a WER per evaluation set, also written to ``encoder_report.md``)."""
     out_dir = Path(out_dir)
     if config.kind == "whisper":
-        whisper = check_whisper_dir(config.model_dir)
+        model_dir = Path(config.model_dir) if config.model_dir else \
+            convert_packaged_whisper(config.ct2_packages, out_dir / CONVERTED_WHISPER_DIR)
+        whisper = check_whisper_dir(model_dir)
         if whisper.num_mel_bins != config.n_mels:
-            raise MtbiError(f"{config.model_dir}: this Whisper model takes {whisper.num_mel_bins} mel bins, "
+            raise MtbiError(f"{model_dir}: this Whisper model takes {whisper.num_mel_bins} mel bins, "
                             f"the encoder config says n_mels {config.n_mels}; make them equal")
-        encoder_config = dataclasses.replace(config.encoder_config(), model_dir=str(Path(config.model_dir).resolve()))
+        encoder_config = dataclasses.replace(config.encoder_config(), model_dir=str(model_dir.resolve()),
+                                             ct2_packages=None)
         # Files of a Conformer made here before would be read as belonging to this encoder.
         for name in (WEIGHTS_FILE, VOCABULARY_FILE, REPORT_FILE):
             (out_dir / name).unlink(missing_ok=True)
