@@ -241,5 +241,16 @@ def test_score_and_compare_write_reports_and_the_readme_table(tmp_path: Path) ->
     text = readme.read_text()
     assert "old table" not in text and text.endswith("more text\n") and compared.stdout in text
     assert (tmp_path / "results_test.png").is_file()
+    # two sample questions per split below the table, each answered by both systems
+    samples = compared.stdout.split("Sample answers")[1]
+    assert samples.count("| teacher_text |") == samples.count("| mtbi |") == 6
+    titles = [line.split(",")[0] for line in samples.splitlines() if line.endswith("]")]
+    assert titles == ["seen prompts"] * 2 + ["unseen prompts"] * 2 + ["held-out tasks"] * 2
+    assert "| mtbi | no idea |" in samples or "qa_place" not in samples
+    keyed = _cli("mtbi.bin.compare", "--test_set", "test", "--systems", str(tmp_path / "teacher_text"),
+                 "--out", str(tmp_path / "results_smol"), "--readme", str(readme), "--readme_key", "smol:test",
+                 "--samples", "0")
+    assert keyed.returncode == 0 and "Sample answers" not in keyed.stdout
+    assert "<!-- results:smol:test:begin -->" in readme.read_text() and compared.stdout in readme.read_text()
     missing = _cli("mtbi.bin.score", "--hyp", str(tmp_path / "nope" / "bench_test" / "hyp.jsonl"))
     assert missing.returncode == 1 and "made by stage 7" in missing.stderr

@@ -7,11 +7,12 @@ from pathlib import Path
 import kaldiio
 import pytest
 import torch
+from transformers import WhisperConfig, WhisperModel
 
 from mtbi.data.datadir import read_table
 from mtbi.errors import MtbiError
-from mtbi.models.encoder_cache import encode_feats
-from mtbi.models.encoders import load_speech_encoder
+from mtbi.models.encoder_cache import cache_stamp, encode_feats
+from mtbi.models.encoders import WhisperSpeechEncoder, load_speech_encoder, save_encoder
 from mtbi.models.speech_llm import SpeechLLMConfig, build_speech_llm
 from mtbi.train.dataset import DataConfig, ImitationDataset, collate
 from sllm_fixtures import TASKS, make_imitation_data, make_model_dirs, make_random_encoder
@@ -76,3 +77,24 @@ def test_the_cache_is_kept_until_the_encoder_changes(dirs: dict, tmp_path: Path)
     assert not torch.allclose(torch.tensor(first[utt]), torch.tensor(second[utt]))
     with pytest.raises(MtbiError, match="made by stage 2"):
         encode_feats(other, tmp_path / "nowhere", tmp_path / "cache2")
+
+
+def test_trimmed_whisper_cache_equals_the_live_encoder(dirs: dict, tmp_path: Path) -> None:
+    """The smol configuration's frozen encoder (Whisper, trimmed) cached like the Conformer."""
+    torch.manual_seed(0)
+    WhisperModel(WhisperConfig(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
+                               decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=128, num_mel_bins=80,
+                               vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                               decoder_start_token_id=1)).save_pretrained(tmp_path / "whisper")
+    save_encoder(tmp_path / "encoder", WhisperSpeechEncoder.from_model_dir(tmp_path / "whisper", trim=True))
+    encode_feats(tmp_path / "encoder", dirs["feats"], tmp_path / "cache", batch_size=3)
+    encoder = load_speech_encoder(tmp_path / "encoder")
+    cached = dict(kaldiio.load_scp(str(tmp_path / "cache" / "feats.scp")))
+    for utt, mat in kaldiio.load_scp(str(dirs["feats"] / "feats.scp")).items():
+        with torch.no_grad():
+            out, lens = encoder(torch.tensor(mat)[None], torch.tensor([mat.shape[0]]))
+        assert cached[utt].shape == (int(lens[0]), 64)
+        torch.testing.assert_close(torch.tensor(cached[utt]), out[0, :int(lens[0])], atol=1e-5, rtol=1e-4)
+    before = cache_stamp(tmp_path / "encoder", dirs["feats"])
+    WhisperModel.from_pretrained(tmp_path / "whisper").save_pretrained(tmp_path / "whisper")  # weights rewritten
+    assert cache_stamp(tmp_path / "encoder", dirs["feats"]) != before  # so the cache is redone

@@ -126,7 +126,7 @@ def test_driver_options(tmp_path: Path) -> None:
     typo = run(recipe, "--stage", "abc")
     assert typo.returncode == 1 and "--stage must be a whole number" in typo.stderr
     zero = run(recipe, "--nj", "0")
-    assert zero.returncode == 1 and "--nj must be a whole number (nj and gen_nj at least 1)" in zero.stderr
+    assert zero.returncode == 1 and "--nj must be a whole number (nj, gen_nj and system_nj at least 1)" in zero.stderr
     unknown_set = run(recipe, "--config_set", "huge")
     assert unknown_set.returncode == 1 and "--config_set huge: conf/huge/teacher.yaml and encoder.yaml not found" \
         in unknown_set.stderr
@@ -178,7 +178,7 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
         assert len(lines) == sum(len(t.split()) for t in read_table(recipe / "data" / dset / "text").values())
     train_confs = " ".join(str(conf[f"train_{t}"]) for t in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"))
     options = ["--teacher_conf", str(conf["teacher_tiny"]), "--encoder_conf", str(conf["encoder_tiny"]),
-               "--gen_nj", "2", "--train_confs", train_confs, "--train_opts", "--num_threads 1"]
+               "--gen_nj", "2", "--system_nj", "2", "--train_confs", train_confs]
     result = run(recipe, "--stage", "4", "--stop_stage", "6", *options)
     assert result.returncode == 0, result.stderr[-3000:]
     teacher = recipe / "exp" / "teacher"
@@ -206,7 +206,7 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     assert "already trained with this config" in again.stderr
     assert "already done" in (recipe / "exp" / "targets" / "dev_clean" / "log" / "make_targets.1.log").read_text()
 
-    bench = run(recipe, "--stage", "7", "--stop_stage", "8", *options, "--infer_opts", "--num_threads 1",
+    bench = run(recipe, "--stage", "7", "--stop_stage", "8", *options,
                 "--compare_opts", "--readme README.md")
     assert bench.returncode == 0, bench.stderr[-3000:]
     items = (recipe / "exp" / "bench" / "test_clean" / "bench.jsonl").read_text().splitlines()
@@ -221,8 +221,9 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
         assert (out / "RESULTS.md").is_file() and (out / "scores.png").is_file()
     table = (recipe / "exp" / "results_test_clean.md").read_text()
     assert table in bench.stdout and table in (recipe / "README.md").read_text()  # printed, and put in the README
-    assert [line.split("|")[1].strip() for line in table.splitlines()[4:]] == \
+    assert [line.split("|")[1].strip() for line in table.split("\n\n")[1].splitlines()[2:]] == \
         ["teacher_text", "asr_sft", "blsp", "mtbi", "mtbi_interleave"]
+    assert "Sample answers" in table and table.count("| mtbi_interleave |") == 7  # the row + 6 samples
     assert "| teacher_text | text | 100.0 / 1.000 | 100.0 / 1.000 | 100.0 / 1.000 |" in table
     assert "| mtbi | speech |" in table and "| 3 |" in table  # trained 3 steps
     rerun = (recipe / "exp" / "run_stage8.sh").read_text()

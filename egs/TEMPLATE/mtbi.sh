@@ -37,6 +37,7 @@ gen_opts=            # extra options for mtbi.bin.make_targets, e.g. "--backend 
 # SLLM training (stage 6)
 train_confs=         # training configs, one SLLM each (default: the four baselines of --config_set)
 ngpu=0               # GPUs per training run (0: CPU; > 1: torchrun DDP)
+system_nj=1          # SLLMs trained (stage 6) and benchmarked (stage 7) at once; on CPU they share the cores
 train_opts=          # extra options for mtbi.bin.train, e.g. "--num_threads 8"
 encoder_cache=true   # cache a frozen encoder's outputs once and train from them (disk: frames x channels x 4 bytes)
 # Benchmark and scoring (stages 7-8)
@@ -77,6 +78,7 @@ Options (defaults in brackets):
   --gen_opts             options for mtbi.bin.make_targets [${gen_opts}]
   --train_confs          training configs, one SLLM each [the baselines of --config_set]
   --ngpu                 GPUs per training run, 0 for CPU [${ngpu}]
+  --system_nj            SLLMs trained and benchmarked at once (CPU: cores shared) [${system_nj}]
   --train_opts           options for mtbi.bin.train [${train_opts}]
   --encoder_cache        cache the frozen encoder's outputs for training, true or false [${encoder_cache}]
   --bench_opts           options for mtbi.bin.build_bench [${bench_opts}]
@@ -107,9 +109,9 @@ for var in train_set valid_set test_sets; do
         log "ERROR: --${var} is required (set it in run.sh)"; exit 1
     fi
 done
-for var in stage stop_stage nj gen_nj ngpu; do
+for var in stage stop_stage nj gen_nj system_nj ngpu; do
     if ! [[ "${!var}" =~ ^[0-9]+$ ]] || { [[ "${var}" == *nj ]] && [ "${!var}" -eq 0 ]; }; then
-        log "ERROR: --${var} must be a whole number (nj and gen_nj at least 1), got '${!var}'"; exit 1
+        log "ERROR: --${var} must be a whole number (nj, gen_nj and system_nj at least 1), got '${!var}'"; exit 1
     fi
 done
 # The configs of --config_set, where no option names them.
@@ -179,6 +181,30 @@ run_and_follow() {
     wait "${follower}" || true
     return "${status}"
 }
+
+# Start "$@" in the background, with at most ${system_nj} such jobs running (wait_for_slot waits
+# for a free one); wait_jobs waits for the rest. A job that fails stops the stage. On CPU each job
+# gets its share of the cores.
+running_jobs=0
+[ "${ngpu}" -eq 0 ] && [ "${system_nj}" -gt 1 ] && job_threads=(--num_threads $(( $(nproc) / system_nj > 0 ? $(nproc) / system_nj : 1 ))) || job_threads=()
+wait_for_slot() {
+    if [ "${running_jobs}" -ge "${system_nj}" ]; then
+        wait -n
+        running_jobs=$((running_jobs - 1))
+    fi
+}
+start_job() {
+    wait_for_slot
+    "$@" &
+    running_jobs=$((running_jobs + 1))
+}
+wait_jobs() {
+    while [ "${running_jobs}" -gt 0 ]; do
+        wait -n
+        running_jobs=$((running_jobs - 1))
+    done
+}
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     log "Stage 1: data preparation for ${all_sets}"
@@ -286,16 +312,18 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     for conf in ${train_confs}; do
         require "${conf}" "you (a training config)"
         out="${expdir}/sllm_$(conf_tag "${conf}")"
+        wait_for_slot
         log "Stage 6: SLLM training with ${conf} -> ${out} (log: ${out}/train.log)"
         # shellcheck disable=SC2086  # train_opts holds several options
-        run_and_follow "${out}/train.log" ${cuda_cmd} --gpu "${ngpu}" "${out}/train.log" \
+        start_job run_and_follow "${out}/train.log" ${cuda_cmd} --gpu "${ngpu}" "${out}/train.log" \
             "${launcher[@]}" -m mtbi.bin.train --config "${conf}" --out_dir "${out}" --device "${device}" \
                 --train_feats "${feats_dir}/${train_set}" --train_targets "${expdir}/targets/${train_set}/targets.jsonl" \
                 --train_align "data/${train_set}/word_align" "${cache_opts[@]}" \
                 --valid_feats "${feats_dir}/${valid_set}" --valid_targets "${expdir}/targets/${valid_set}/targets.jsonl" \
                 --encoder_dir "${encoder_dir}" --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" \
-                --task_conf "${task_conf}" ${train_opts}
+                --task_conf "${task_conf}" "${job_threads[@]}" ${train_opts}
     done
+    wait_jobs
     write_stage_script 6
 fi
 
@@ -310,22 +338,25 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
         python -m mtbi.bin.build_bench --data_dir "data/${dset}" --task_conf "${task_conf}" \
             --out_dir "$(dirname "${bench}")" ${bench_opts} 2>&1 | tee "${expdir}/log/stage7.${dset}.log" >&2
         out="${expdir}/teacher_text/bench_${dset}"
+        wait_for_slot
         log "Stage 7: the teacher on the transcripts (text input, the upper bound) -> ${out}"
         # shellcheck disable=SC2086  # infer_opts holds several options
-        run_and_follow "${out}/infer.log" ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/infer.log" \
+        start_job run_and_follow "${out}/infer.log" ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/infer.log" \
             python -m mtbi.bin.infer --bench "${bench}" --input text --out_dir "${out}" --device "${device}" \
-                --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" ${infer_opts}
+                --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" "${job_threads[@]}" ${infer_opts}
         for conf in ${train_confs}; do
             model_dir="${expdir}/sllm_$(conf_tag "${conf}")"
             require "${model_dir}/model.safetensors" "stage 6"
             out="${model_dir}/bench_${dset}"
+            wait_for_slot
             log "Stage 7: ${model_dir} on the speech -> ${out}"
             # shellcheck disable=SC2086  # infer_opts holds several options
-            run_and_follow "${out}/infer.log" ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/infer.log" \
+            start_job run_and_follow "${out}/infer.log" ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/infer.log" \
                 python -m mtbi.bin.infer --bench "${bench}" --input speech --out_dir "${out}" --device "${device}" \
                     --model_dir "${model_dir}" --feats_dir "${feats_dir}/${dset}" \
-                    --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" ${infer_opts}
+                    --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" "${job_threads[@]}" ${infer_opts}
         done
+        wait_jobs
     done
     write_stage_script 7
 fi

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from mtbi.errors import MtbiError
+from mtbi.io import record_key
 
 SPLIT_TITLES = {"seen": "seen prompts", "unseen": "unseen prompts", "heldout": "held-out tasks"}
 
@@ -79,6 +81,35 @@ def comparison_markdown(results: list[SystemResult], test_set: str) -> str:
                      f"{_fmt(held.get('task_accuracy'), 100)} | {_fmt(held.get('task_following'), 100)} | "
                      f"{_fmt(r.scores['wer'], 100)} | {r.steps if r.steps is not None else '-'} | {time} |")
     return "\n".join(lines) + "\n"
+
+
+def samples_markdown(hyps: dict[str, list[dict]], per_split: int, seed: int = 0) -> str:
+    """Every system's answer to the same benchmark questions: ``per_split`` questions (of
+    distinct tasks, drawn with ``seed``) of each split, seen prompts, unseen prompts and held-out
+    tasks. ``hyps``: system name -> its hyp.jsonl records, the teacher on text first."""
+    rng = random.Random(seed)
+    answers = {name: {record_key(r): r["hyp"] for r in records} for name, records in hyps.items()}
+    questions = sorted(next(iter(hyps.values())), key=record_key)
+    lines = []
+    for split, title in SPLIT_TITLES.items():
+        candidates = [r for r in questions if r["split"] == split]
+        rng.shuffle(candidates)
+        chosen: dict[str, dict] = {}
+        for record in candidates:
+            chosen.setdefault(record["task"], record)
+            if len(chosen) == per_split:
+                break
+        for record in chosen.values():
+            prompt = record["prompt"].replace("{transcript}", f"[{record['transcript']}]")
+            lines += [f"{title}, `{record['task']}`: {_cell(prompt)}", "", "| system | answer |", "|---|---|"]
+            lines += [f"| {name} | {_cell(answers[name].get(record_key(record), '(no answer)'))} |" for name in answers]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """``text`` on one line, safe in a markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|") or "(empty)"
 
 
 def plot_system(name: str, scores: dict, png: str | Path) -> None:

@@ -1,7 +1,8 @@
 """Stage 8, last step: the comparison table of systems on one test set.
 
 Reads each system's bench_<set>/scores.json (and, for SLLMs, the training steps and time of
-its last checkpoint); writes <out>.md and <out>.png, prints the table, and with --readme puts
+its last checkpoint) and hyp.jsonl (--samples answers per split below the table); writes
+<out>.md and <out>.png, prints the table, and with --readme puts
 it into that README between ``<!-- results:<key>:begin -->`` and ``<!-- results:<key>:end -->``
 (key: --readme_key, by default the test set).
 """
@@ -13,7 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
-from mtbi.bench.report import SystemResult, comparison_markdown, plot_comparison, read_scores, training_summary
+from mtbi.bench.report import (SystemResult, comparison_markdown, plot_comparison, read_scores, samples_markdown,
+                               training_summary)
+from mtbi.bench.scoring import read_hyps
 from mtbi.cli import run_main
 from mtbi.errors import MtbiError
 from mtbi.io import atomic_write
@@ -27,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--systems", nargs="+", required=True,
                         help="system dirs, e.g. exp/teacher_text exp/sllm_mtbi (scores in <dir>/bench_<set>)")
     parser.add_argument("--out", required=True, help="output path without extension, e.g. exp/results_<set>")
+    parser.add_argument("--samples", type=int, default=2,
+                        help="questions per split whose answers go below the table (0: none)")
     parser.add_argument("--readme", default=None, help="a README.md to put the table into")
     parser.add_argument("--readme_key", default=None,
                         help="the README's results markers to replace (default: the test set), e.g. smol:test_clean")
@@ -57,6 +62,11 @@ def main(args: argparse.Namespace) -> None:
         results.append(SystemResult(name, read_scores(system_dir / f"bench_{args.test_set}" / "scores.json"),
                                     steps, seconds))
     table = comparison_markdown(results, args.test_set)
+    if args.samples:
+        hyps = {Path(system).name.removeprefix("sllm_"): read_hyps(Path(system) / f"bench_{args.test_set}" / "hyp.jsonl")
+                for system in args.systems}
+        table += "\nSample answers (the prompt, with the transcript in brackets; SLLMs hear it):\n\n"
+        table += samples_markdown(hyps, args.samples)
     out = Path(args.out)
     with atomic_write(out.with_suffix(".md")) as f:
         f.write(table)

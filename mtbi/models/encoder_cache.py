@@ -24,8 +24,17 @@ logger = logging.getLogger(__name__)
 
 
 def cache_stamp(encoder_dir: str | Path, feats_dir: str | Path) -> dict:
-    """What a finished cache records: the encoder's files and the features it read."""
-    return {"encoder": model_fingerprint(encoder_dir), "feats": file_id(Path(feats_dir) / "feats.scp")}
+    """What a finished cache records: the encoder's files (and those of the Whisper dir it
+    points to) and the features it read."""
+    from mtbi.config import load_config
+    from mtbi.models.encoders import CONFIG_FILE, EncoderConfig
+
+    stamp = {"encoder": model_fingerprint(encoder_dir), "feats": file_id(Path(feats_dir) / "feats.scp")}
+    config_file = Path(encoder_dir) / CONFIG_FILE
+    model_dir = load_config(config_file, EncoderConfig).model_dir if config_file.is_file() else None
+    if model_dir:
+        stamp["whisper"] = model_fingerprint(model_dir)
+    return stamp
 
 
 def encode_feats(encoder_dir: str | Path, feats_dir: str | Path, out_dir: str | Path, batch_size: int = 32,

@@ -229,7 +229,7 @@ def train_tiny_teacher(train_texts: list[str], eval_texts: list[str], bank: Task
 def evaluate_teacher(model_dir: str | Path, texts: list[str], bank: TaskBank, rng: random.Random) -> dict[str, float]:
     """Exact-match accuracy per task of the teacher in ``model_dir`` against the rule answers,
     one random prompt per (sentence, task)."""
-    generator = HFGenerator(model_dir, GenerationParams(max_new_tokens=40, batch_size=64))
+    generator = HFGenerator(model_dir, GenerationParams(max_new_tokens=40, batch_size=256))
 
     def render(prompt: str, transcript: str) -> str:
         return render_prompt(generator.tokenizer, prompt, transcript)
