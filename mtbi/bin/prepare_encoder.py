@@ -16,6 +16,7 @@ from pathlib import Path
 from mtbi.cli import run_main
 from mtbi.config import load_config
 from mtbi.io import is_done_with, is_up_to_date, touch_done
+from mtbi.packaged import packaged_files
 from mtbi.train.ctc_pretrain import EncoderPrepConfig, prepare_encoder
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ def main(args: argparse.Namespace) -> None:
     out_dir = Path(args.out_dir)
     if config.kind == "whisper":
         feature_dirs: list[str] = []
-        inputs = [Path(config.model_dir) / "config.json"]
+        inputs = [Path(config.model_dir) / "config.json"] if config.model_dir else \
+            [path for name in config.ct2_packages for path in packaged_files(name)]
     else:
         feature_dirs = [args.train_dir, args.valid_dir, *args.test_dir]
         inputs = [Path(d) / name for d in feature_dirs for name in ("feats.scp", "text")]
