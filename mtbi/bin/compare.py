@@ -63,8 +63,8 @@ def main(args: argparse.Namespace) -> None:
                                     steps, seconds))
     table = comparison_markdown(results, args.test_set)
     if args.samples:
-        hyps = {Path(system).name.removeprefix("sllm_"): read_hyps(Path(system) / f"bench_{args.test_set}" / "hyp.jsonl")
-                for system in args.systems}
+        hyps = {result.name: read_hyps(Path(system) / f"bench_{args.test_set}" / "hyp.jsonl")
+                for result, system in zip(results, args.systems)}
         table += "\nSample answers (the prompt, with the transcript in brackets; SLLMs hear it):\n\n"
         table += samples_markdown(hyps, args.samples)
     out = Path(args.out)

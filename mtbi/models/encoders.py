@@ -262,7 +262,7 @@ class WhisperSpeechEncoder(SpeechEncoder):
                             "drop or split longer utterances")
         lens = self.output_lengths(feats_lens).to(feats.device)
         if self.trim:
-            hidden = self._encode_trimmed(feats[:, :longest], feats_lens.to(feats.device))
+            hidden = self._encode_trimmed(feats[:, :longest], feats_lens.to(feats.device), lens)
             return hidden[:, :int(lens.max())], lens
         feats = feats[:, :self.max_frames]
         feats = torch.nn.functional.pad(feats, (0, 0, 0, self.max_frames - feats.shape[1]))
@@ -272,17 +272,18 @@ class WhisperSpeechEncoder(SpeechEncoder):
         hidden = self.whisper(feats.transpose(1, 2).to(self.whisper.conv1.weight.dtype)).last_hidden_state
         return hidden[:, :int(lens.max())], lens
 
-    def _encode_trimmed(self, feats: torch.Tensor, feats_lens: torch.Tensor) -> torch.Tensor:
-        """WhisperEncoder's forward on the utterances' own frames: the first positional
-        embeddings only; the batch's padding is zeroed before each convolution (as the
-        convolutions' own padding of an utterance alone) and masked out of the attention."""
+    def _encode_trimmed(self, feats: torch.Tensor, feats_lens: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """WhisperEncoder's forward on the utterances' own frames (``lens``: their output
+        lengths): the first positional embeddings only; the batch's padding is zeroed before each
+        convolution (as the convolutions' own padding of an utterance alone) and masked out of
+        the attention."""
         w = self.whisper
         frames = torch.arange(feats.shape[1], device=feats.device)[None, :] < feats_lens[:, None]
         feats = feats.masked_fill(~frames[..., None], 0.0).transpose(1, 2).to(w.conv1.weight.dtype)
         hidden = torch.nn.functional.gelu(w.conv1(feats)).masked_fill(~frames[:, None, :], 0.0)
         hidden = torch.nn.functional.gelu(w.conv2(hidden)).transpose(1, 2)
         hidden = hidden + w.embed_positions.weight[:hidden.shape[1]]
-        keys = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < self.output_lengths(feats_lens)[:, None]
+        keys = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lens[:, None]
         mask = torch.zeros(keys.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(~keys, -math.inf)
         for layer in w.layers:
             hidden = layer(hidden, attention_mask=mask[:, None, None, :])
