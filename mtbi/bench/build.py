@@ -18,6 +18,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mtbi.data.datadir import draw_utts
 from mtbi.errors import MtbiError
 from mtbi.io import atomic_write
 from mtbi.tasks.bank import TaskBank
@@ -53,8 +54,7 @@ def build_bench(texts: dict[str, str], bank: TaskBank, max_utts: int = 0, seed: 
     if len(utts) < len(texts):
         logger.warning("%d utterances with an empty transcript are left out of the benchmark",
                        len(texts) - len(utts))
-    if 0 < max_utts < len(utts):
-        utts = sorted(random.Random(seed).sample(utts, max_utts))
+    utts = draw_utts(utts, max_utts, seed)
     items = []
     for utt in utts:
         rng = random.Random(f"{seed}:{utt}")

@@ -2,7 +2,8 @@
 ``model.train_encoder`` is false, so that a step costs only the connector and the LLM).
 
 Reads --feats_dir (stage 2) and --encoder_dir (stage 4); writes --out_dir/{feats.scp,feats.ark,
-utt2num_frames}. Skipped when done with the same encoder and features.
+utt2num_frames}, for the utterances of --targets (stage 5) when given, since training reads no
+others. Skipped when done with the same encoder, features and utterances.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 from mtbi.cli import run_main
 from mtbi.models.encoder_cache import encode_feats
+from mtbi.tasks.targets import target_utts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoder_dir", required=True, help="exp/encoder (stage 4)")
     parser.add_argument("--feats_dir", required=True, help="dump/logmel80/<set> (stage 2)")
     parser.add_argument("--out_dir", required=True, help="e.g. exp/encoder_cache/<set>")
+    parser.add_argument("--targets", default=None, help="encode only the utterances of this targets.jsonl")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: default)")
@@ -29,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    encode_feats(args.encoder_dir, args.feats_dir, args.out_dir, args.batch_size, args.device)
+    utts = target_utts(args.targets) if args.targets else None
+    encode_feats(args.encoder_dir, args.feats_dir, args.out_dir, args.batch_size, args.device, utts)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts", default="seen", choices=("seen", "unseen", "all"))
     parser.add_argument("--tasks_per_utt", type=int, default=0, help="tasks drawn per utterance (0: all)")
     parser.add_argument("--prompts_per_task", type=int, default=1)
+    parser.add_argument("--max_utts", type=int, default=0,
+                        help="utterances drawn from the set (0: all), e.g. to fit a slow teacher's time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shard", type=int, default=1)
     parser.add_argument("--num_shards", type=int, default=1)
@@ -55,7 +57,7 @@ def main(args: argparse.Namespace) -> None:
     bank = load_task_bank(args.task_conf)
     texts = read_table(Path(args.data_dir) / "text", allow_empty_value=True)
     requests = plan_requests(texts, bank, bank.select_tasks(args.tasks), args.prompts, args.tasks_per_utt,
-                             args.prompts_per_task, args.seed)
+                             args.prompts_per_task, args.seed, args.max_utts)
     params = replace(config.generation, batch_size=args.batch_size or config.generation.batch_size)
     mine = shard_requests(requests, args.shard, args.num_shards)
     model_dir = teacher_dir(config, args.teacher_dir)

@@ -9,6 +9,7 @@ line, grouped by utterance in sorted order), which stage 3 turns into ``word_ali
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,13 @@ def subset_data_dir(src: str | Path, dst: str | Path, keep: set[str]) -> None:
     for utt, spk in read_table(dst / "utt2spk").items():
         spk2utt.setdefault(spk, []).append(utt)
     write_table(dst / "spk2utt", ((s, " ".join(u)) for s, u in spk2utt.items()))
+
+
+def draw_utts(utts: Iterable[str], max_utts: int = 0, seed: int = 0) -> list[str]:
+    """``max_utts`` of ``utts`` drawn with ``seed`` (all of them when 0 or more than there are),
+    sorted. The same seed draws the same utterances for stage 5 and the benchmark."""
+    utts = sorted(utts)
+    return sorted(random.Random(seed).sample(utts, max_utts)) if 0 < max_utts < len(utts) else utts
 
 
 def utt_ids(data_dir: str | Path) -> list[str]:

@@ -8,8 +8,10 @@ a training step then costs only the connector and the LLM. The encoder is paddin
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
+from typing import Iterable
 
 import kaldiio
 import torch
@@ -23,9 +25,9 @@ from mtbi.tasks.generation import model_fingerprint
 logger = logging.getLogger(__name__)
 
 
-def cache_stamp(encoder_dir: str | Path, feats_dir: str | Path) -> dict:
+def cache_stamp(encoder_dir: str | Path, feats_dir: str | Path, utts: list[str] | None = None) -> dict:
     """What a finished cache records: the encoder's files (and those of the Whisper dir it
-    points to) and the features it read."""
+    points to), the features it read and, when not all, the utterances it encoded."""
     from mtbi.config import load_config
     from mtbi.models.encoders import CONFIG_FILE, EncoderConfig
 
@@ -34,25 +36,31 @@ def cache_stamp(encoder_dir: str | Path, feats_dir: str | Path) -> dict:
     model_dir = load_config(config_file, EncoderConfig).model_dir if config_file.is_file() else None
     if model_dir:
         stamp["whisper"] = model_fingerprint(model_dir)
+    if utts is not None:
+        stamp["utts"] = hashlib.sha256("\n".join(sorted(utts)).encode()).hexdigest()
     return stamp
 
 
 def encode_feats(encoder_dir: str | Path, feats_dir: str | Path, out_dir: str | Path, batch_size: int = 32,
-                 device: str = "cpu") -> None:
-    """Write the encoder outputs of every utterance of ``feats_dir`` into ``out_dir`` (skipped
-    when done with the same encoder and features; written as a whole or not at all)."""
+                 device: str = "cpu", utts: Iterable[str] | None = None) -> None:
+    """Write the encoder outputs of the utterances of ``feats_dir`` (those in ``utts`` when
+    given) into ``out_dir``; skipped when done with the same encoder, features and utterances,
+    written as a whole or not at all."""
     from mtbi.models.encoders import load_speech_encoder
 
     feats_dir, out_dir = Path(feats_dir), Path(out_dir)
     for path in (feats_dir / "feats.scp", feats_dir / "utt2num_frames"):
         if not path.is_file():
             raise MtbiError(f"{path} is missing; it is made by stage 2")
-    stamp = cache_stamp(encoder_dir, feats_dir)
+    scp = read_table(feats_dir / "feats.scp")
+    if utts is not None:
+        wanted = set(utts)
+        scp = {u: path for u, path in scp.items() if u in wanted}
+    stamp = cache_stamp(encoder_dir, feats_dir, None if utts is None else list(scp))
     if is_done_with(out_dir / ".done", stamp):
         logger.info("%s: encoder outputs already cached", out_dir)
         return
     encoder = load_speech_encoder(encoder_dir).to(device).eval()
-    scp = read_table(feats_dir / "feats.scp")
     lengths = {u: int(n) for u, n in read_table(feats_dir / "utt2num_frames").items()}
     order = sorted(scp, key=lambda u: (-lengths.get(u, 0), u))
     frames = {}

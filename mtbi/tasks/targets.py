@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-
+from mtbi.data.datadir import draw_utts
 from mtbi.errors import MtbiError
 from mtbi.io import answer_resumably, atomic_write, is_done_with, is_up_to_date, record_key, touch_done
 from mtbi.tasks.bank import TaskBank
@@ -46,12 +46,14 @@ class TargetRequest:
 
 
 def plan_requests(texts: dict[str, str], bank: TaskBank, tasks: list[str], prompt_set: str = "seen",
-                  tasks_per_utt: int = 0, prompts_per_task: int = 1, seed: int = 0) -> list[TargetRequest]:
-    """The requests for every utterance of ``texts``: ``tasks_per_utt`` tasks drawn from
-    ``tasks`` (0: all of them), each with ``prompts_per_task`` prompts drawn from its
-    ``prompt_set`` (seen, unseen or all). Draws are seeded per utterance."""
+                  tasks_per_utt: int = 0, prompts_per_task: int = 1, seed: int = 0,
+                  max_utts: int = 0) -> list[TargetRequest]:
+    """The requests for the utterances of ``texts`` (``max_utts`` of them drawn with ``seed``;
+    0: all): ``tasks_per_utt`` tasks drawn from ``tasks`` (0: all of them), each with
+    ``prompts_per_task`` prompts drawn from its ``prompt_set`` (seen, unseen or all). Draws are
+    seeded per utterance."""
     requests = []
-    for utt in sorted(texts):
+    for utt in draw_utts(texts, max_utts, seed):
         rng = random.Random(f"{seed}:{utt}")
         chosen = tasks if not 0 < tasks_per_utt < len(tasks) else rng.sample(tasks, tasks_per_utt)
         transcript = normalize_transcript(texts[utt])
@@ -149,3 +151,15 @@ def merge_targets(out_dir: str | Path, num_shards: int, samples_per_task: int = 
     logger.info("%s: %d targets from teacher %s", out_dir / "targets.jsonl", len(records),
                 records[0]["teacher"] if records else "-")
     return len(records)
+
+
+def target_utts(target_file: str | Path) -> set[str]:
+    """The utterances that ``targets.jsonl`` has answers for."""
+    utts = set()
+    with open(target_file, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                utts.add(json.loads(line)["utt"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise MtbiError(f"{target_file}:{lineno}: not a targets line; re-run stage 5") from None
+    return utts

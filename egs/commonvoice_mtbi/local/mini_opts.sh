@@ -1,0 +1,1 @@
+../../TEMPLATE/local/mini_opts.sh
