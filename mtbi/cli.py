@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from typing import Callable, Sequence
 
 from mtbi.errors import MtbiError
 
+# A full disk (ENOSPC), a quota (EDQUOT) or a file size limit (EFBIG, e.g. ulimit -f).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
 
 
@@ -24,7 +27,8 @@ def run_main(
     main: Callable[[argparse.Namespace], None],
     argv: Sequence[str] | None = None,
 ) -> None:
-    """Parse arguments, run ``main`` and turn an :class:`MtbiError` into one line + exit 1."""
+    """Parse arguments, run ``main`` and turn an :class:`MtbiError`, or a full disk, into one
+    line + exit 1."""
     parser = build_parser()
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
@@ -32,7 +36,16 @@ def run_main(
     try:
         main(args)
     except MtbiError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
+        # An error raised in a DataLoader worker comes back wrapped in the worker's traceback:
+        # its last line is the message.
+        print(f"ERROR: {str(err).strip().splitlines()[-1].split('MtbiError: ')[-1]}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        where = f"writing {err.filename}" if err.filename else "writing"
+        print(f"ERROR: {where}: {err.strerror}; free disk space (or raise the quota) and re-run the "
+              "stage: what it finished is kept", file=sys.stderr)
         sys.exit(1)
 
 

@@ -86,8 +86,10 @@ def test_scores_of_hand_made_hyp_files_have_the_known_values() -> None:
     assert scores["per_task"]["qa_subject"]["unseen"]["fidelity"]["exact_match"] == 0.5
     own = score_system(teacher, teacher, BANK)
     assert own["task_generalization"]["heldout"]["fidelity"]["exact_match"] == 1.0
-    with pytest.raises(MtbiError, match="lack item"):
+    with pytest.raises(MtbiError, match=r"the teacher's answers lack 1 item\(s\)"):
         score_system(system, teacher[:-1], BANK)
+    with pytest.raises(MtbiError, match=r"this system's answers lack 1 item\(s\)"):
+        score_system(system[:-1], teacher, BANK)
     with pytest.raises(MtbiError, match="not in the task bank"):
         score_system([{**system[0], "task": "poetry"}], None, BANK)
 

@@ -250,14 +250,14 @@ def test_smol_config_set_stages_4_to_8(tmp_path: Path) -> None:
     quick.mkdir()
     for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"):
         text = (recipe / "conf" / "smol" / f"train_{tag}.yaml").read_text()
-        for old, new in (("max_steps: 200", "max_steps: 2"), ("batch_size: 8", "batch_size: 2"),
-                         ("save_interval: 100", "save_interval: 2"), ("valid_examples: 64", "valid_examples: 2")):
+        for old, new in (("max_steps: 50", "max_steps: 2"), ("batch_size: 8", "batch_size: 2"),
+                         ("save_interval: 25", "save_interval: 2"), ("valid_examples: 32", "valid_examples: 2")):
             assert old in text, (tag, old)
             text = text.replace(old, new)
         (quick / f"train_{tag}.yaml").write_text(text)
     train_confs = " ".join(str(quick / f"train_{t}.yaml") for t in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"))
     result = run(recipe, "--config_set", "smol", "--stage", "4", "--stop_stage", "8", "--train_confs", train_confs,
-                 "--bench_opts", "--max_utts 1",
+                 "--gen_opts", "--max_utts 6", "--bench_opts", "--max_utts 1",
                  "--compare_opts", "--readme README.md")
     assert result.returncode == 0, result.stderr[-3000:]
     exp = recipe / "exp_smol"
@@ -266,6 +266,10 @@ def test_smol_config_set_stages_4_to_8(tmp_path: Path) -> None:
     assert encoder.model_dir == str((exp / "encoder" / "whisper").resolve()) and encoder.trim
     records = [json.loads(line) for line in (exp / "targets" / "dev_clean" / "targets.jsonl").read_text().splitlines()]
     assert len(records) == 4 * 10 and {r["teacher"] for r in records} == {"SmolLM2-135M-Instruct-Q4_1"}
+    train_utts = {json.loads(line)["utt"] for line in
+                  (exp / "targets" / "train_clean_100" / "targets.jsonl").read_text().splitlines()}
+    assert len(train_utts) == 6  # --max_utts 6 of 12; valid: run.sh's --gen_valid_opts "--max_utts 8", all 4
+    assert set(read_table(exp / "encoder_cache" / "train_clean_100" / "feats.scp")) == train_utts
     cached = kaldiio.load_mat(str(recipe / read_table(exp / "encoder_cache" / "dev_clean" / "feats.scp").popitem()[1]))
     assert cached.shape[1] == 512  # whisper-base's hidden size
     table = (exp / "results_test_clean.md").read_text()

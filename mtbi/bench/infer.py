@@ -19,7 +19,6 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
-import kaldiio
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -28,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 from mtbi.bench.build import BenchItem
 from mtbi.config import from_dict
 from mtbi.data.datadir import read_table
+from mtbi.data.feature_dump import load_features
 from mtbi.errors import MtbiError
 from mtbi.io import answer_resumably, atomic_write, is_done_with, record_key, touch_done
 from mtbi.models.interleave import Segment, build_segments
@@ -104,7 +104,7 @@ class SpeechAnswerer:
     def _answer_batch(self, items: list[BenchItem]) -> list[str]:
         # Several prompts ask about the same utterance: encode each utterance once.
         utts = sorted({i.utt for i in items})
-        feats = [torch.from_numpy(kaldiio.load_mat(self.feats_scp[u]).copy()) for u in utts]
+        feats = [torch.from_numpy(load_features(u, self.feats_scp[u]).copy()) for u in utts]
         lens = torch.tensor([f.shape[0] for f in feats], device=self.device)
         padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
         frames, frame_lens = self.model.encode_speech(padded, lens)

@@ -32,7 +32,7 @@ def read_hyps(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise MtbiError(f"{path} is missing; it is made by stage 7 (benchmark inference)")
-    records = []
+    records, seen = [], set()
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             try:
@@ -42,6 +42,9 @@ def read_hyps(path: str | Path) -> list[dict]:
             missing = [k for k in HYP_FIELDS if k not in record]
             if missing:
                 raise MtbiError(f"{path}:{lineno}: no '{missing[0]}' field; re-run stage 7")
+            if record_key(record) in seen:
+                raise MtbiError(f"{path}:{lineno}: item {record_key(record)} answered twice; re-run stage 7")
+            seen.add(record_key(record))
             records.append(record)
     if not records:
         raise MtbiError(f"{path} is empty; re-run stage 7")
@@ -80,10 +83,12 @@ def score_system(records: list[dict], teacher_records: list[dict] | None, bank: 
     teacher = None
     if teacher_records is not None:
         teacher = {record_key(r): r["hyp"] for r in teacher_records}
-        missing = [r for r in records if record_key(r) not in teacher]
-        if missing:
-            raise MtbiError(f"the teacher's answers lack item {record_key(missing[0])} of this system; "
-                            "both must answer the same bench.jsonl (re-run stage 7)")
+        mine = {record_key(r) for r in records}
+        for lacking, extra, whose in ((set(teacher), mine, "the teacher's"), (mine, set(teacher), "this system's")):
+            missing = sorted(extra - lacking)
+            if missing:
+                raise MtbiError(f"{whose} answers lack {len(missing)} item(s), e.g. {missing[0]}; both must "
+                                "answer the same bench.jsonl (re-run stage 7)")
     unknown = sorted({r["task"] for r in records} - set(bank.tasks))
     if unknown:
         raise MtbiError(f"task '{unknown[0]}' of the answers is not in the task bank; use the --task_conf "

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 import kaldiio
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -28,6 +29,18 @@ from mtbi.errors import MtbiError
 from mtbi.io import atomic_write, is_done_with, is_up_to_date, touch_done
 
 logger = logging.getLogger(__name__)
+
+
+def load_features(utt: str, rxfile: str) -> np.ndarray:
+    """The feature matrix of ``utt`` (its ``feats.scp`` entry ``rxfile``), checked: a missing
+    or unreadable ark, or non-finite values, is a one-line error."""
+    try:
+        mat = kaldiio.load_mat(rxfile)
+    except (OSError, ValueError) as err:
+        raise MtbiError(f"features of '{utt}' ({rxfile}) cannot be read ({err}); re-run stage 2") from None
+    if not np.isfinite(mat).all():
+        raise MtbiError(f"features of '{utt}' ({rxfile}) are not finite; re-run stage 2 for its set")
+    return mat
 
 
 def _shard_files(out_dir: Path, shard: int) -> dict[str, Path]:

@@ -39,6 +39,7 @@ def read_librispeech(root: str | Path, parts: Sequence[str]) -> CorpusListing:
 def _read_chapter(trans: Path, listing: CorpusListing) -> None:
     chapter_dir = trans.parent
     flacs = {p.stem: p for p in chapter_dir.glob("*.flac")}
+    listed: set[str] = set()
     with open(trans, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
@@ -52,9 +53,13 @@ def _read_chapter(trans: Path, listing: CorpusListing) -> None:
                 continue
             utt_id, _, text = line.partition(" ")
             audio = flacs.pop(utt_id, None)
+            if audio is None and utt_id in listed:
+                listing.skip(utt_id, "duplicate id", f"{trans}:{lineno}")
+                continue
             if audio is None:
                 listing.skip(utt_id, "audio file missing", str(chapter_dir / f"{utt_id}.flac"))
                 continue
+            listed.add(utt_id)
             speaker = utt_id.split("-")[0]
             listing.add(Utterance(utt_id, speaker, str(audio.resolve()), " ".join(text.split())))
     for utt_id, audio in sorted(flacs.items()):

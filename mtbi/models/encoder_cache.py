@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from mtbi.data.datadir import read_table
+from mtbi.data.feature_dump import load_features
 from mtbi.errors import MtbiError
 from mtbi.io import atomic_dir, file_id, is_done_with, touch_done
 from mtbi.tasks.generation import model_fingerprint
@@ -69,7 +70,7 @@ def encode_feats(encoder_dir: str | Path, feats_dir: str | Path, out_dir: str | 
                 tqdm(total=len(order), desc=f"encoding {feats_dir.name}", unit="utt", mininterval=5.0) as progress:
             for start in range(0, len(order), batch_size):
                 utts = order[start:start + batch_size]
-                mats = [torch.from_numpy(kaldiio.load_mat(scp[u]).copy()) for u in utts]
+                mats = [torch.from_numpy(load_features(u, scp[u]).copy()) for u in utts]
                 lens = torch.tensor([m.shape[0] for m in mats])
                 out, out_lens = encoder(torch.nn.utils.rnn.pad_sequence(mats, batch_first=True).to(device),
                                         lens.to(device))

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jiwer
-import kaldiio
 import torch
 from tqdm import tqdm
 
 from mtbi.config import save_config
 from mtbi.data.datadir import read_table
+from mtbi.data.feature_dump import load_features
 from mtbi.errors import MtbiError
 from mtbi.io import atomic_write
 from mtbi.models.ctc import VOCABULARY_FILE, CtcModel, build_vocabulary
@@ -106,7 +106,7 @@ def read_feature_set(feats_dir: str | Path) -> FeatureSet:
 
 def load_batch(features: FeatureSet, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded features ``(B, T, n_mels)`` and lengths ``(B,)`` of the utterances ``indices``."""
-    mats = [torch.tensor(kaldiio.load_mat(features.feats[i])) for i in indices]
+    mats = [torch.tensor(load_features(features.utts[i], features.feats[i])) for i in indices]
     lens = torch.tensor([m.shape[0] for m in mats])
     return torch.nn.utils.rnn.pad_sequence(mats, batch_first=True), lens
 

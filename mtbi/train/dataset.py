@@ -15,12 +15,12 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import kaldiio
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from mtbi.data.datadir import read_table
+from mtbi.data.feature_dump import load_features
 from mtbi.errors import MtbiError
 from mtbi.models.interleave import InterleaveConfig, InterleavePolicy, build_segments
 from mtbi.models.speech_llm import SpeechBatch
@@ -154,7 +154,7 @@ class ImitationDataset(torch.utils.data.Dataset):
         segments = build_segments(tokens, replaced, times)
         answer = transcript if self.config.response == "transcript" else record["response"]
         response = self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
-        feats = kaldiio.load_mat(self.feats_scp[record["utt"]])
+        feats = load_features(record["utt"], self.feats_scp[record["utt"]])
         return Example(record["utt"], record["task"], feats, segments, response, tokens.ids, self.encoded)
 
 
