@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates a new recipe from TEMPLATE: links the shared files (mtbi.sh, path.sh, cmd.sh, utils,
-# local/run_baselines.sh, conf/*.yaml, conf/{real,smol}/*.yaml) and writes run.sh, db.sh and a local/data.sh stub, the one
+# local/{run_baselines,mini_opts}.sh, conf/*.yaml, conf/{real,smol}/*.yaml) and writes run.sh, db.sh and a local/data.sh stub, the one
 # corpus-specific file.
 #
 #   egs/TEMPLATE/setup.sh egs/mycorpus_mtbi
@@ -19,7 +19,9 @@ rel=$(realpath --relative-to="${target}" "${template}")
 for f in mtbi.sh path.sh cmd.sh utils; do
     ln -s "${rel}/${f}" "${target}/${f}"
 done
-ln -s "../${rel}/local/run_baselines.sh" "${target}/local/run_baselines.sh"
+for f in run_baselines.sh mini_opts.sh; do
+    ln -s "../${rel}/local/${f}" "${target}/local/${f}"
+done
 # Shared configs are linked one by one: replace a link with a file to change it for this recipe.
 for f in "${template}"/conf/*.yaml; do
     ln -s "../${rel}/conf/$(basename "${f}")" "${target}/conf/$(basename "${f}")"

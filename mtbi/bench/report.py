@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtbi.errors import MtbiError
-from mtbi.io import record_key
+from mtbi.io import atomic_write, record_key
 
 SPLIT_TITLES = {"seen": "seen prompts", "unseen": "unseen prompts", "heldout": "held-out tasks"}
 
@@ -172,3 +172,20 @@ def read_scores(path: str | Path) -> dict:
     if not path.is_file():
         raise MtbiError(f"{path} is missing; it is made by stage 8 (mtbi.bin.score)")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def replace_marked_section(readme: str | Path, marker: str, text: str) -> None:
+    """Put ``text`` between ``<!-- <marker>:begin -->`` and ``<!-- <marker>:end -->`` of
+    ``readme`` (the pair is appended when absent)."""
+    readme = Path(readme)
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    old = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    block = f"{begin}\n{text}{end}"
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
+    elif begin in old or end in old:
+        raise MtbiError(f"{readme} has only one of the markers {begin} / {end}; fix it by hand")
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + block + "\n"
+    with atomic_write(readme) as f:
+        f.write(new)

@@ -14,11 +14,10 @@ import logging
 import sys
 from pathlib import Path
 
-from mtbi.bench.report import (SystemResult, comparison_markdown, plot_comparison, read_scores, samples_markdown,
-                               training_summary)
+from mtbi.bench.report import (SystemResult, comparison_markdown, plot_comparison, read_scores,
+                               replace_marked_section, samples_markdown, training_summary)
 from mtbi.bench.scoring import read_hyps
 from mtbi.cli import run_main
-from mtbi.errors import MtbiError
 from mtbi.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -36,21 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--readme_key", default=None,
                         help="the README's results markers to replace (default: the test set), e.g. smol:test_clean")
     return parser
-
-
-def update_readme(readme: Path, key: str, table: str) -> None:
-    """Replace the text between the results markers of ``key`` (appended when absent)."""
-    begin, end = f"<!-- results:{key}:begin -->", f"<!-- results:{key}:end -->"
-    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-    block = f"{begin}\n{table}{end}"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    elif begin in text or end in text:
-        raise MtbiError(f"{readme} has only one of the markers {begin} / {end}; fix it by hand")
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    with atomic_write(readme) as f:
-        f.write(text)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -72,7 +56,7 @@ def main(args: argparse.Namespace) -> None:
         f.write(table)
     plot_comparison(results, out.with_suffix(".png"))
     if args.readme:
-        update_readme(Path(args.readme), args.readme_key or args.test_set, table)
+        replace_marked_section(Path(args.readme), f"results:{args.readme_key or args.test_set}", table)
         logger.info("results table of %s written into %s", args.test_set, args.readme)
     sys.stdout.write(table)
     logger.info("table %s, chart %s", out.with_suffix(".md"), out.with_suffix(".png"))

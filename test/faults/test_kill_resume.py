@@ -78,8 +78,10 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _outputs(recipe: Path, stage: int) -> dict[str, bytes]:
-    """The stage's output files, with the recipe's own path and training timings taken out."""
+def _outputs(recipe: Path, stage: int, ran_in: Path | None = None) -> dict[str, bytes]:
+    """The stage's output files under ``recipe``, with the path of the recipe dir the stage ran
+    in (``ran_in``, default ``recipe``) and training timings taken out."""
+    ran_in = ran_in or recipe
     found = {}
     for pattern in OUTPUTS[stage]:
         for path in sorted(recipe.glob(pattern)):
@@ -88,20 +90,20 @@ def _outputs(recipe: Path, stage: int) -> dict[str, bytes]:
                 records = [json.loads(line) for line in data.splitlines()]
                 data = json.dumps([{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]).encode()
             elif path.suffix in (".scp", ".jsonl", ".json", "") or path.name.endswith(".txt"):
-                data = data.replace(str(recipe.resolve()).encode(), b"<recipe>").replace(str(recipe).encode(),
+                data = data.replace(str(ran_in.resolve()).encode(), b"<recipe>").replace(str(ran_in).encode(),
                                                                                         b"<recipe>")
             found[str(path.relative_to(recipe))] = data
     return found
 
 
 def _assert_no_repeated_lines(recipe: Path) -> int:
-    """No jsonl under exp/ repeats a (utt, task, prompt_id) or a training step; returns the
-    number of lines checked."""
+    """No jsonl under exp/ repeats a (utt, task, prompt_id), or a training or validation loss of
+    a step; returns the number of lines checked."""
     checked = 0
     for path in recipe.glob("exp/**/*.jsonl"):
         records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-        keys = [r.get("step") if path.name == "losses.jsonl" else (r.get("utt"), r.get("task"), r.get("prompt_id"))
-                for r in records]
+        keys = [(r["step"], "valid_loss" in r) if path.name == "losses.jsonl"
+                else (r.get("utt"), r.get("task"), r.get("prompt_id")) for r in records]
         assert len(keys) == len(set(keys)), f"{path}: repeated lines"
         checked += len(keys)
     return checked
@@ -120,12 +122,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for stage in range(1, 9):
         seconds[stage] = _run(recipe, _stage_command(recipe, stage, options))
         snapshots[stage] = _copy(recipe, recipe.parent / f"after_{stage}")
-    return {"snapshots": snapshots, "seconds": seconds, "options": options}
+    return {"recipe": recipe, "snapshots": snapshots, "seconds": seconds, "options": options}
 
 
 @pytest.mark.parametrize("stage", range(1, 9))
-def test_a_killed_stage_resumes_to_the_uninterrupted_outputs(reference: dict, stage: int) -> None:
-    expected = _outputs(reference["snapshots"][stage], stage)
+def test_a_killed_stage_resumes_to_the_uninterrupted_outputs(reference: dict, stage: int, record_property) -> None:
+    expected = _outputs(reference["snapshots"][stage], stage, ran_in=reference["recipe"])
     assert expected, f"stage {stage}: no outputs found by {OUTPUTS[stage]}"
     before = reference["snapshots"][stage - 1]
     work = _copy(before, before.parent / f"killed_{stage}")
@@ -136,5 +138,14 @@ def test_a_killed_stage_resumes_to_the_uninterrupted_outputs(reference: dict, st
     killed = sum(_start_and_kill(work, command, delay) for delay in delays)
     assert killed >= 1, f"stage {stage} finished before every kill ({duration:.1f} s)"
     _run(work, command)
-    assert _outputs(work, stage) == expected
-    _assert_no_repeated_lines(work)
+    leftovers = [str(p.relative_to(work)) for p in work.rglob(".*.tmp")]
+    assert not leftovers, f"stage {stage}: temporary files of the killed runs are left: {leftovers[:3]}"
+    outputs = _outputs(work, stage)
+    assert sorted(outputs) == sorted(expected)
+    for name, data in outputs.items():
+        assert data == expected[name], f"stage {stage}: {name} differs from the uninterrupted run's"
+    lines = _assert_no_repeated_lines(work)
+    # Read by tools/reliability_report.py from the JUnit XML.
+    for key, value in (("stage", stage), ("kills", killed), ("files_compared", len(outputs)),
+                       ("jsonl_lines_checked", lines)):
+        record_property(key, value)
