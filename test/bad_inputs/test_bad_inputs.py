@@ -476,3 +476,17 @@ def test_stage8_answers_missing_or_repeated_are_one_line(models: dict[str, Path]
     system.write_text("".join(line + "\n" for line in lines + lines[:1]))
     assert_one_line_error(run_stage("score", "--hyp", system, "--teacher_hyp", teacher),
                           rf"hyp\.jsonl:{len(lines) + 1}: item .* answered twice; re-run stage 7")
+
+
+def test_stage8_answers_of_an_unknown_task_are_one_line(models: dict[str, Path], tmp_path: Path) -> None:
+    bench = tmp_path / "bench"
+    assert run_stage("build_bench", "--data_dir", models["text_dir"], "--out_dir", bench, "--max_utts", "1")[0] == 0
+    hyp = tmp_path / "teacher_text" / "bench_x" / "hyp.jsonl"
+    status, stderr = run_stage("infer", "--bench", bench / "bench.jsonl", "--input", "text",
+                               "--out_dir", hyp.parent, "--teacher_conf", models["teacher_conf"])
+    assert status == 0, stderr
+    records = [json.loads(line) for line in hyp.read_text().splitlines()]
+    records[0]["task"] = "poetry"  # answers made with another task bank
+    hyp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert_one_line_error(run_stage("score", "--hyp", hyp),
+                          r"task 'poetry' of the answers is not in the task bank; use the --task_conf")
