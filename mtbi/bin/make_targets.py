@@ -13,13 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
 from mtbi.cli import run_main
 from mtbi.config import load_config
 from mtbi.data.datadir import read_table
 from mtbi.tasks.bank import load_task_bank
-from mtbi.tasks.generation import check_model_dir, load_generator, model_fingerprint
-from mtbi.tasks.targets import (generate_targets, is_shard_done, plan_requests, shard_requests,
+from mtbi.tasks.generation import check_model_dir, context_length, load_generator, model_fingerprint
+from mtbi.tasks.targets import (fit_context, generate_targets, is_shard_done, plan_requests, shard_requests,
                                 shard_stamp)
 from mtbi.tasks.teacher import TeacherConfig, teacher_dir
 
@@ -60,9 +61,15 @@ def main(args: argparse.Namespace) -> None:
                              args.prompts_per_task, args.seed, args.max_utts)
     params = replace(config.generation, batch_size=args.batch_size or config.generation.batch_size)
     mine = shard_requests(requests, args.shard, args.num_shards)
-    model_dir = teacher_dir(config, args.teacher_dir)
-    stamp = shard_stamp(mine, config.name, model_fingerprint(check_model_dir(model_dir)),
-                        params.record(args.backend))
+    model_dir = check_model_dir(teacher_dir(config, args.teacher_dir))
+    context = context_length(model_dir)
+    if context:
+        mine, dropped = fit_context(mine, AutoTokenizer.from_pretrained(model_dir), context - params.max_new_tokens)
+        if dropped:
+            logger.warning("%d of %d questions left out: their prompt is longer than the teacher's context "
+                           "(%d tokens) less max_new_tokens (%d), e.g. %s", len(dropped), len(mine) + len(dropped),
+                           context, params.max_new_tokens, dropped[0].key)
+    stamp = shard_stamp(mine, config.name, model_fingerprint(model_dir), params.record(args.backend))
     if is_shard_done(args.out_dir, args.shard, stamp):
         logger.info("targets shard %d already done in %s", args.shard, args.out_dir)
         return

@@ -8,6 +8,7 @@ with ``model.generate`` (KV cache on); its answers equal one-by-one generation
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +50,16 @@ def check_model_dir(model_dir: str | Path) -> Path:
         raise MtbiError(f"{model_dir}: no tokenizer (tokenizer.json, tokenizer.model or vocab.json); "
                         "save the tokenizer into the model dir")
     return model_dir
+
+
+def context_length(model_dir: str | Path) -> int | None:
+    """The longest input (prompt + answer tokens) the model of ``model_dir`` was built for, from
+    its config.json; None when it does not say."""
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
 
 
 def model_fingerprint(model_dir: str | Path) -> str:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from transformers import PreTrainedTokenizerBase
+
 from mtbi.data.datadir import draw_utts
 from mtbi.errors import MtbiError
 from mtbi.io import answer_resumably, atomic_write, is_done_with, is_up_to_date, record_key, touch_done
@@ -62,6 +64,20 @@ def plan_requests(texts: dict[str, str], bank: TaskBank, tasks: list[str], promp
             for prompt_id in sorted(rng.sample(ids, min(prompts_per_task, len(ids)))):
                 requests.append(TargetRequest(utt, task, prompt_id, bank.prompt(prompt_id), transcript))
     return requests
+
+
+def fit_context(requests: list[TargetRequest], tokenizer: PreTrainedTokenizerBase, max_prompt_tokens: int
+                ) -> tuple[list[TargetRequest], list[TargetRequest]]:
+    """Split ``requests`` into those whose rendered prompt has at most ``max_prompt_tokens``
+    tokens and the rest (only prompts of more bytes than that are tokenized: a token holds at
+    least one byte)."""
+    kept, dropped = [], []
+    for r in requests:
+        text = render_prompt(tokenizer, r.prompt, r.transcript)
+        too_long = (len(text.encode()) > max_prompt_tokens
+                    and len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_prompt_tokens)
+        (dropped if too_long else kept).append(r)
+    return kept, dropped
 
 
 def shard_requests(requests: list[TargetRequest], shard: int, num_shards: int) -> list[TargetRequest]:

@@ -382,6 +382,22 @@ def test_stage5_non_utf8_text_is_one_line_and_keeps_answers(models: dict[str, Pa
     assert digest(out / "shards") == answers
 
 
+def test_stage5_transcripts_too_long_for_the_teacher_are_counted_and_left_out(models: dict[str, Path],
+                                                                               tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    text = (models["text_dir"] / "text").read_text()
+    (data / "text").write_text(text + "spk9-utt999 " + " ".join(["the long sentence goes on"] * 60) + "\n")
+    out = tmp_path / "t"
+    status, stderr = run_stage("make_targets", "--data_dir", data, "--out_dir", out,
+                               "--teacher_conf", models["teacher_conf"], "--tasks", "transcription")
+    assert status == 0, stderr[-2000:]
+    assert "1 of 7 questions left out: their prompt is longer than the teacher's context (256 tokens)" in stderr
+    assert run_stage("merge_targets", "--out_dir", out, "--num_shards", "1")[0] == 0
+    utts = [json.loads(line)["utt"] for line in (out / "targets.jsonl").read_text().splitlines()]
+    assert len(utts) == 6 and "spk9-utt999" not in utts
+
+
 # -- stage 6: training -------------------------------------------------------------------------
 
 def _train_config(path: Path, **optim) -> Path:
