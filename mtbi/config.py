@@ -1,23 +1,28 @@
 """Strict YAML configs: read with ``yaml.safe_load`` into dataclasses.
 
 An unknown key is an error listing the valid keys, a value of the wrong type is an error naming
-the key and the type expected; nothing is silently ignored.
+the key and the type expected; nothing is silently ignored. A config may name a ``base:`` config
+(a path relative to its own dir) whose keys it inherits and overrides, section by section; on the
+command line, dotted overrides (``--set optim.learning_rate=1e-4 model.lora.rank=8``, values in
+YAML syntax) change single keys of the result.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import yaml
 
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write
+from mtbi.stage import atomic_write
 
 T = TypeVar("T")
+BASE_KEY = "base"  # a config's parent config, relative to the config's own dir
 
 
 def from_dict(cls: type[T], data: Any, source: str) -> T:
@@ -39,9 +44,17 @@ def from_dict(cls: type[T], data: Any, source: str) -> T:
     return cls(**values)
 
 
-def load_config(path: str | Path, cls: type[T]) -> T:
-    """Read the YAML file ``path`` into the dataclass ``cls``."""
-    path = Path(path)
+def load_config(path: str | Path | None, cls: type[T], overrides: Sequence[str] = ()) -> T:
+    """Read the YAML file ``path`` (with its ``base:`` configs; None: the defaults of ``cls``) into
+    the dataclass ``cls``, after the dotted ``overrides`` (``key.subkey=value``)."""
+    data = _read_with_bases(Path(path), []) if path is not None else {}
+    for item in overrides:
+        _apply_override(data, item, cls)
+    source = str(path) if path is not None else "defaults"
+    return from_dict(cls, data, f"{source} + --set" if overrides else source)
+
+
+def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise MtbiError(f"{path}: config file not found")
     with open(path, encoding="utf-8") as f:
@@ -49,7 +62,74 @@ def load_config(path: str | Path, cls: type[T]) -> T:
             data = yaml.safe_load(f)
         except yaml.YAMLError as err:
             raise MtbiError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
-    return from_dict(cls, data or {}, str(path))
+    if data is not None and not isinstance(data, dict):
+        raise MtbiError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
+    return data or {}
+
+
+def _read_with_bases(path: Path, chain: list[Path]) -> dict:
+    """``path``'s mapping merged over those of its ``base:`` chain."""
+    if path.resolve() in chain:
+        raise MtbiError(f"{path}: its base configs form a loop ({' -> '.join(map(str, chain))})")
+    data = _read_yaml(path)
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise MtbiError(f"{path}: {BASE_KEY}: expected the path of a config file, got {base!r}")
+    return merge_configs(_read_with_bases(path.parent / base, [*chain, path.resolve()]), data)
+
+
+def merge_configs(base: dict, update: dict) -> dict:
+    """``update`` over ``base``: mappings merged key by key, other values (lists too) replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = merge_configs(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def _apply_override(data: dict, item: str, cls: type) -> None:
+    """Set the dotted key of ``item`` (``a.b=value``) in ``data``, checked against ``cls``."""
+    name, sep, text = item.partition("=")
+    keys = name.split(".")
+    if not sep or not all(keys):
+        raise MtbiError(f"--set {item}: expected key.subkey=value, e.g. optim.learning_rate=1e-4")
+    hint: Any = cls
+    for depth, key in enumerate(keys):
+        where = f" in '{'.'.join(keys[:depth])}'" if depth else ""
+        if not dataclasses.is_dataclass(hint):
+            if typing.get_origin(hint) is dict or hint is Any:
+                break  # a free-form mapping: any key
+            raise MtbiError(f"--set {item}: '{'.'.join(keys[:depth])}' is a value, not a section")
+        fields = [f.name for f in dataclasses.fields(hint) if f.init]
+        if key not in fields:
+            raise MtbiError(f"--set {item}: unknown key '{key}'{where}; valid keys: {', '.join(fields)}")
+        hint = _section_type(typing.get_type_hints(hint)[key])
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise MtbiError(f"--set {item}: the value is not valid YAML") from None
+    node = data
+    for key in keys[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[keys[-1]] = value
+
+
+def _section_type(hint: Any) -> Any:
+    """The dataclass of an optional section (``X | None`` -> ``X``), else ``hint``."""
+    options = [o for o in typing.get_args(hint) if o is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(options) == 1:
+        return options[0]
+    return hint
+
+
+def print_config(config: Any) -> None:
+    """Write a dataclass config to stdout as YAML, defaults included (``--print_config``)."""
+    yaml.safe_dump(dataclasses.asdict(config), sys.stdout, sort_keys=False)
 
 
 def save_config(config: Any, path: str | Path) -> None:
@@ -90,6 +170,11 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, float) and isinstance(value, bool) or not isinstance(value, hint):
         raise MtbiError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value

@@ -9,13 +9,13 @@ from pathlib import Path
 import kaldiio
 import soxr
 import torch
+from teacher_fixtures import SENTENCES, make_random_teacher
 
 from mtbi.data.features import SAMPLE_RATE, log_mel
-from mtbi.data.tts import Synthesizer, Voice
+from mtbi.mini.rules import rule_answer
+from mtbi.mini.tts import Synthesizer, Voice
 from mtbi.models.encoders import ConformerConfig, EncoderConfig, build_encoder, save_encoder
 from mtbi.tasks.bank import load_task_bank
-from mtbi.tasks.mini_rules import rule_answer
-from teacher_fixtures import SENTENCES, make_random_teacher
 
 TASKS = ("transcription", "qa_subject", "qa_color", "continuation")
 VOICES = (Voice("en-us", 175, 50), Voice("en-gb-x-rp+f3", 160, 60))

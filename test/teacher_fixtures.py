@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from mtbi.tasks.tiny_teacher import build_tokenizer
+from mtbi.mini.tiny_teacher import build_tokenizer
 
 SENTENCES = [
     "the happy dog found two red apples in the park",

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import tone
+
 from mtbi.data.audio import AudioError, load_audio, probe_audio
 
 

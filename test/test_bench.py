@@ -12,9 +12,11 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import save_file
+from sllm_fixtures import make_imitation_data, make_model_dirs
+from teacher_fixtures import SENTENCES
 
 from mtbi.bench.build import BenchItem, build_bench, read_bench, write_bench
-from mtbi.bench.infer import SpeechAnswerer, load_sllm, run_inference, speech_segments
+from mtbi.bench.infer import SpeechAnswerer, run_inference, speech_segments
 from mtbi.bench.metrics import bleu, exact_match, is_transcription, normalize_answer, rouge_l, word_error_rate
 from mtbi.bench.scoring import score_system
 from mtbi.errors import MtbiError
@@ -23,9 +25,8 @@ from mtbi.models.speech_llm import SpeechLLMConfig, build_speech_llm
 from mtbi.models.speech_prompt import tokenize_prompt
 from mtbi.tasks.bank import load_task_bank
 from mtbi.tasks.generation import GenerationParams
-from mtbi.train.trainer import TrainConfig
-from sllm_fixtures import make_imitation_data, make_model_dirs
-from teacher_fixtures import SENTENCES
+from mtbi.train.config import TrainConfig
+from mtbi.train.sllm_dir import load_sllm
 
 BANK = load_task_bank()
 

@@ -11,19 +11,17 @@ import pytest
 import soxr
 import torch
 import yaml
+from test_encoders import TINY_CONFORMER, tiny_whisper_config
 from transformers import WhisperModel
 
 from mtbi.bin import prepare_encoder
 from mtbi.data.features import log_mel
-from mtbi.data.tts import Synthesizer, Voice
 from mtbi.errors import MtbiError
+from mtbi.mini.tts import Synthesizer, Voice
 from mtbi.models.ctc import CtcModel, build_vocabulary
-from mtbi.models.encoders import (ConformerSpeechEncoder, EncoderConfig, WhisperSpeechEncoder, load_speech_encoder,
-                                  save_encoder)
-from mtbi.train.ctc_pretrain import (CtcTrainConfig, EncoderPrepConfig, read_feature_set, spec_augment,
-                                     train_ctc, warp_mel)
+from mtbi.models.encoders import ConformerSpeechEncoder, EncoderConfig, WhisperSpeechEncoder, load_speech_encoder, save_encoder
+from mtbi.train.ctc_pretrain import CtcTrainConfig, read_feature_set, spec_augment, train_ctc, warp_mel
 from mtbi.train.schedule import warmup_cosine
-from test_encoders import TINY_CONFORMER, tiny_whisper_config
 
 SENTENCES = ["the red cat sat", "a big dog ran home", "six green hats", "the cat ran", "red dogs sat home",
              "big green cat"]
@@ -153,11 +151,11 @@ def test_spec_augment_masks_inside_each_utterance() -> None:
 
 def test_short_training_reduces_the_loss(feature_dir: Path) -> None:
     features = read_feature_set(feature_dir)
-    config = EncoderPrepConfig(kind="conformer", conformer=TINY_CONFORMER, ctc_train=CtcTrainConfig(
-        steps=40, batch_size=3, learning_rate=3e-3, warmup_steps=5, freq_warp=0.0, time_masks=0, freq_masks=0))
-    model, report = train_ctc(config, features)
+    encoder = EncoderConfig(kind="conformer", conformer=TINY_CONFORMER)
+    model, report = train_ctc(encoder, CtcTrainConfig(steps=40, batch_size=3, learning_rate=3e-3, warmup_steps=5,
+                                                      freq_warp=0.0, time_masks=0, freq_masks=0), features)
     torch.manual_seed(0)
-    untrained = CtcModel(ConformerSpeechEncoder(config.encoder_config()), model.vocabulary).eval()
+    untrained = CtcModel(ConformerSpeechEncoder(encoder), model.vocabulary).eval()
     feats = torch.nn.utils.rnn.pad_sequence([torch.tensor(kaldiio.load_mat(s)) for s in features.feats],
                                             batch_first=True)
     lens = torch.tensor(features.num_frames)
@@ -180,7 +178,7 @@ def test_stage4_conformer(tmp_path: Path, feature_dir: Path) -> None:
         "ctc_train": {"steps": 3, "batch_size": 2, "warmup_steps": 1}})
     argv = ["--encoder_conf", str(conf), "--train_dir", str(feature_dir), "--valid_dir", str(feature_dir),
             "--test_dir", str(feature_dir), "--out_dir", str(tmp_path / "exp" / "encoder")]
-    prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv)
+    prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv, prepare_encoder.CONFIG)
     out = tmp_path / "exp" / "encoder"
     assert {p.name for p in out.iterdir()} == {".done", "encoder.yaml", "model.safetensors", "ctc_vocabulary.txt",
                                                "encoder_report.md"}
@@ -189,10 +187,10 @@ def test_stage4_conformer(tmp_path: Path, feature_dir: Path) -> None:
     assert json.loads((out / ".done").read_text())["config"]["ctc_train"]["steps"] == 3
     assert CtcModel.from_pretrained(out).vocabulary == build_vocabulary(SENTENCES)
     stamp = (out / "model.safetensors").stat().st_mtime_ns
-    prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv)  # done: skipped
+    prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv, prepare_encoder.CONFIG)  # done: skipped
     assert (out / "model.safetensors").stat().st_mtime_ns == stamp
     (feature_dir / "text").touch()  # newer inputs: redone
-    prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv)
+    prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv, prepare_encoder.CONFIG)
     assert (out / "model.safetensors").stat().st_mtime_ns > stamp
 
 
@@ -201,12 +199,12 @@ def test_stage4_whisper(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     conf = write_config(tmp_path / "encoder.yaml", {"kind": "whisper", "model_dir": str(tmp_path / "whisper")})
     argv = ["--encoder_conf", str(conf), "--train_dir", "nowhere", "--valid_dir", "nowhere",
             "--out_dir", str(tmp_path / "encoder")]
-    prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv)
+    prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv, prepare_encoder.CONFIG)
     assert {p.name for p in (tmp_path / "encoder").iterdir()} == {".done", "encoder.yaml"}
     assert isinstance(load_speech_encoder(tmp_path / "encoder"), WhisperSpeechEncoder)
     write_config(conf, {"kind": "whisper", "model_dir": str(tmp_path / "whisper"), "n_mels": 128})
     with pytest.raises(SystemExit):
-        prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv)
+        prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv, prepare_encoder.CONFIG)
     assert "takes 80 mel bins, the encoder config says n_mels 128" in capsys.readouterr().err
 
 
@@ -215,7 +213,7 @@ def test_stage4_missing_features(tmp_path: Path, capsys: pytest.CaptureFixture) 
     argv = ["--encoder_conf", str(conf), "--train_dir", str(tmp_path / "dump" / "train"), "--valid_dir",
             str(tmp_path), "--out_dir", str(tmp_path / "encoder")]
     with pytest.raises(SystemExit):
-        prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv)
+        prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv, prepare_encoder.CONFIG)
     assert "dump/train/feats.scp is missing; it is made by stage 2" in capsys.readouterr().err
 
 

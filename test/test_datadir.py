@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mtbi.data.datadir import (Utterance, read_table, subset_data_dir, utt_ids,
-                               validate_data_dir, write_data_dir)
+from mtbi.data.datadir import Utterance, read_table, subset_data_dir, utt_ids, validate_data_dir, write_data_dir
 from mtbi.errors import MtbiError
 
 UTTS = [

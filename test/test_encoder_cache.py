@@ -7,15 +7,15 @@ from pathlib import Path
 import kaldiio
 import pytest
 import torch
+from sllm_fixtures import TASKS, make_imitation_data, make_model_dirs, make_random_encoder
 from transformers import WhisperConfig, WhisperModel
 
 from mtbi.data.datadir import read_table
 from mtbi.errors import MtbiError
-from mtbi.models.encoder_cache import cache_stamp, encode_feats
+from mtbi.models.encoder_cache import cache_step, encode_feats
 from mtbi.models.encoders import WhisperSpeechEncoder, load_speech_encoder, save_encoder
 from mtbi.models.speech_llm import SpeechLLMConfig, build_speech_llm
 from mtbi.train.dataset import DataConfig, ImitationDataset, collate
-from sllm_fixtures import TASKS, make_imitation_data, make_model_dirs, make_random_encoder
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +108,6 @@ def test_trimmed_whisper_cache_equals_the_live_encoder(dirs: dict, tmp_path: Pat
             out, lens = encoder(torch.tensor(mat)[None], torch.tensor([mat.shape[0]]))
         assert cached[utt].shape == (int(lens[0]), 64)
         torch.testing.assert_close(torch.tensor(cached[utt]), out[0, :int(lens[0])], atol=1e-5, rtol=1e-4)
-    before = cache_stamp(tmp_path / "encoder", dirs["feats"])
+    before = cache_step(tmp_path / "encoder", dirs["feats"], tmp_path / "cache").stamp
     WhisperModel.from_pretrained(tmp_path / "whisper").save_pretrained(tmp_path / "whisper")  # weights rewritten
-    assert cache_stamp(tmp_path / "encoder", dirs["feats"]) != before  # so the cache is redone
+    assert cache_step(tmp_path / "encoder", dirs["feats"], tmp_path / "cache").stamp != before  # so the cache is redone

@@ -12,11 +12,17 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration, Whisper
 
 from mtbi.config import load_config, save_config
 from mtbi.data.features import log_mel
-from mtbi.data.tts import Synthesizer, Voice
 from mtbi.errors import MtbiError
-from mtbi.models.encoders import (ConformerConfig, ConformerSpeechEncoder, EncoderConfig, WhisperSpeechEncoder,
-                                  load_speech_encoder, save_encoder)
-from mtbi.train.ctc_pretrain import EncoderPrepConfig
+from mtbi.mini.tts import Synthesizer, Voice
+from mtbi.models.encoders import (
+    ConformerConfig,
+    ConformerSpeechEncoder,
+    EncoderConfig,
+    WhisperSpeechEncoder,
+    load_speech_encoder,
+    save_encoder,
+)
+from mtbi.prepare.encoder import EncoderPrepConfig
 
 TINY_CONFORMER = ConformerConfig(output_size=32, attention_heads=2, linear_units=64, num_blocks=2, dropout=0.0,
                                  conv_channels=8, cnn_module_kernel=7)

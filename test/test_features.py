@@ -8,9 +8,9 @@ import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import tone
 from transformers import WhisperFeatureExtractor
 
-from conftest import tone
 from mtbi.data.datadir import Utterance, read_table, write_data_dir
 from mtbi.data.feature_dump import extract_shard, merge_shards
 from mtbi.data.features import log_mel
@@ -82,7 +82,7 @@ def test_done_shards_are_not_recomputed_and_merge_needs_all(tmp_path: Path) -> N
     data_dir = _data_dir(tmp_path, 4)
     out = tmp_path / "feats"
     extract_shard(data_dir, out, 1, 2)
-    with pytest.raises(MtbiError, match=r"feature shard 2/2 is missing or older than the data dir"):
+    with pytest.raises(MtbiError, match=r"feature shard 2/2 is missing or older than its inputs; re-run stage 2"):
         merge_shards(data_dir, out, 2)
     ark = out / "shards" / "feats.1.ark"
     stamp = ark.stat().st_mtime_ns

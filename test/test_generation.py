@@ -6,11 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from teacher_fixtures import SENTENCES, make_random_teacher
 
 from mtbi.errors import MtbiError
 from mtbi.tasks.generation import GenerationParams, HFGenerator, load_generator
 from mtbi.tasks.prompting import render_prompt
-from teacher_fixtures import SENTENCES, make_random_teacher
 
 
 @pytest.fixture(scope="module")

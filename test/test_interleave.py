@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 import torch
+from sllm_fixtures import make_model_dirs
+from teacher_fixtures import SENTENCES, make_random_teacher
 from tokenizers import ByteLevelBPETokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from mtbi.models.interleave import (InterleaveConfig, InterleavePolicy, SpeechSegment, TextSegment,
-                                    build_segments, replace_spans)
+from mtbi.models.interleave import InterleaveConfig, InterleavePolicy, SpeechSegment, TextSegment, build_segments, replace_spans
 from mtbi.models.speech_llm import SpeechBatch, SpeechLLMConfig, build_speech_llm
 from mtbi.models.speech_prompt import TEMPLATE, tokenize_prompt
 from mtbi.tasks.prompting import render_prompt
-from sllm_fixtures import make_model_dirs
-from teacher_fixtures import SENTENCES, make_random_teacher
 
 PROMPT = "Who is this sentence about? {transcript}"
 TEXT = SENTENCES[1]  # 11 words

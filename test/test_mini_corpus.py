@@ -10,8 +10,8 @@ import soundfile as sf
 
 from mtbi.data.commonvoice import read_commonvoice
 from mtbi.data.librispeech import read_librispeech
-from mtbi.data.mini_corpus import CV_COLUMNS, make_mini_corpus
 from mtbi.errors import MtbiError
+from mtbi.mini.corpus import CV_COLUMNS, make_mini_corpus
 
 SIZES = {"train": 10, "dev": 3, "test": 3}
 

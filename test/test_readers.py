@@ -6,11 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import CV_HEADER, tone, write_cv_tsv
+
 from mtbi.data.commonvoice import read_commonvoice
 from mtbi.data.datadir import read_table, validate_data_dir
 from mtbi.data.librispeech import read_librispeech

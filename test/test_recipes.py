@@ -15,13 +15,12 @@ from pathlib import Path
 
 import kaldiio
 import pytest
-
+import yaml
 from conftest import REPO_ROOT
+
 from mtbi.config import load_config
 from mtbi.data.datadir import read_table, validate_data_dir
-from mtbi.tasks.teacher import TeacherConfig
-from mtbi.train.ctc_pretrain import EncoderPrepConfig
-from mtbi.train.trainer import TrainConfig
+from mtbi.prepare.encoder import EncoderPrepConfig
 
 TINY = "--mini_train 12 --mini_dev 4 --mini_test 4"
 
@@ -134,49 +133,35 @@ def test_driver_options(tmp_path: Path) -> None:
     assert smol.returncode == 1 and "exp_smol/teacher/.done is missing; it is made by stage 4" in smol.stderr
 
 
-@pytest.mark.parametrize("config_set", ["smol", "real"])
-def test_config_sets_load(config_set: str) -> None:
-    """Every config of conf/<set> is valid: a teacher, an encoder and the four baselines."""
-    conf = Path(__file__).resolve().parents[1] / "egs" / "TEMPLATE" / "conf" / config_set
-    assert load_config(conf / "teacher.yaml", TeacherConfig).kind in ("gguf", "hf")
-    assert load_config(conf / "encoder.yaml", EncoderPrepConfig).kind == "whisper"
-    tasks = {tag: load_config(conf / f"train_{tag}.yaml", TrainConfig).data.tasks
-             for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave")}
-    assert tasks == {"asr_sft": ["transcription"], "blsp": ["continuation"], "mtbi": None, "mtbi_interleave": None}
+BASELINES = ("asr_sft", "blsp", "mtbi", "mtbi_interleave")
+QUICK_KEYS = {  # a few training steps each: the plumbing, not the quality
+    "teacher_tiny": {"tiny": {"steps": 20, "hidden_size": 64}},
+    "encoder_tiny": {"ctc_train": {"steps": 4, "batch_size": 4}, "conformer": {"num_blocks": 1}},
+    **{f"train_{tag}": {"optim": {"max_steps": 3, "batch_size": 4}, "save_interval": 2} for tag in BASELINES},
+}
 
 
-def quick_configs(recipe: Path, tmp_path: Path) -> dict[str, Path]:
-    """The recipe's configs with a few training steps each (the plumbing, not the quality)."""
-    quick = tmp_path / "quick"
-    quick.mkdir()
-    edits = {"teacher_tiny": [("steps: 2000", "steps: 20"), ("hidden_size: 192", "hidden_size: 64")],
-             "encoder_tiny": [("steps: 600", "steps: 4"), ("num_blocks: 4", "num_blocks: 1"),
-                             ("batch_size: 16", "batch_size: 4")]}
-    for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"):
-        edits[f"train_{tag}"] = [("max_steps: 600", "max_steps: 3"), ("batch_size: 16", "batch_size: 4"),
-                                 ("save_interval: 150", "save_interval: 2")]
+def quick_configs(conf_dir: Path, out_dir: Path, keys: dict[str, dict] = QUICK_KEYS) -> dict[str, Path]:
+    """Configs ``<name>.yaml`` in ``out_dir`` that inherit ``conf_dir/<name>.yaml`` and change ``keys[name]``."""
+    out_dir.mkdir(exist_ok=True)
     paths = {}
-    for name, changes in edits.items():
-        text = (recipe / "conf" / f"{name}.yaml").read_text()
-        for old, new in changes:
-            assert old in text, (name, old)
-            text = text.replace(old, new)
-        paths[name] = quick / f"{name}.yaml"
-        paths[name].write_text(text)
+    for name, changed in keys.items():
+        paths[name] = out_dir / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump({"base": str(conf_dir / f"{name}.yaml"), **changed}))
     return paths
 
 
 @pytest.mark.slow
 def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
-    conf = quick_configs(recipe, tmp_path)
+    conf = quick_configs(recipe / "conf", tmp_path / "quick")
     stages = run(recipe, "--stage", "1", "--stop_stage", "3", "--nj", "2", "--local_data_opts", TINY)
     assert stages.returncode == 0, stages.stderr[-3000:]
     for dset, n_utts in (("train_clean_100", 12), ("dev_clean", 4), ("test_clean", 4)):
         lines = (recipe / "data" / dset / "word_align").read_text().splitlines()
         assert len({line.split()[0] for line in lines}) == n_utts
         assert len(lines) == sum(len(t.split()) for t in read_table(recipe / "data" / dset / "text").values())
-    train_confs = " ".join(str(conf[f"train_{t}"]) for t in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"))
+    train_confs = " ".join(str(conf[f"train_{t}"]) for t in BASELINES)
     options = ["--teacher_conf", str(conf["teacher_tiny"]), "--encoder_conf", str(conf["encoder_tiny"]),
                "--gen_nj", "2", "--system_nj", "2", "--train_confs", train_confs]
     result = run(recipe, "--stage", "4", "--stop_stage", "6", *options)
@@ -192,7 +177,7 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
         assert {r["teacher"] for r in records} == {"tiny-rule-teacher"}
         assert not {r["task"] for r in records} & {"qa_place", "keywords", "sentiment"}
     assert "sample [transcription]" in result.stderr
-    for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"):
+    for tag in BASELINES:
         exp = recipe / "exp" / f"sllm_{tag}"
         assert (exp / "model.safetensors").is_file() and (exp / "loss_curve.png").is_file(), tag
         steps = [json.loads(line)["step"] for line in (exp / "losses.jsonl").read_text().splitlines()]
@@ -211,7 +196,7 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     assert bench.returncode == 0, bench.stderr[-3000:]
     items = (recipe / "exp" / "bench" / "test_clean" / "bench.jsonl").read_text().splitlines()
     assert len(items) == 4 * (10 * 2 + 3)  # 4 utterances: 10 train tasks x (seen, unseen) + 3 held-out
-    systems = ["teacher_text"] + [f"sllm_{tag}" for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave")]
+    systems = ["teacher_text"] + [f"sllm_{tag}" for tag in BASELINES]
     for system in systems:
         out = recipe / "exp" / system / "bench_test_clean"
         hyps = [json.loads(line) for line in (out / "hyp.jsonl").read_text().splitlines()]
@@ -246,16 +231,9 @@ def test_smol_config_set_stages_4_to_8(tmp_path: Path) -> None:
     recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
     stages = run(recipe, "--stage", "1", "--stop_stage", "3", "--nj", "2", "--local_data_opts", TINY)
     assert stages.returncode == 0, stages.stderr[-3000:]
-    quick = tmp_path / "quick"
-    quick.mkdir()
-    for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"):
-        text = (recipe / "conf" / "smol" / f"train_{tag}.yaml").read_text()
-        for old, new in (("max_steps: 50", "max_steps: 2"), ("batch_size: 8", "batch_size: 2"),
-                         ("save_interval: 25", "save_interval: 2"), ("valid_examples: 32", "valid_examples: 2")):
-            assert old in text, (tag, old)
-            text = text.replace(old, new)
-        (quick / f"train_{tag}.yaml").write_text(text)
-    train_confs = " ".join(str(quick / f"train_{t}.yaml") for t in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"))
+    quick = {f"train_{tag}": {"optim": {"max_steps": 2, "batch_size": 2}, "save_interval": 2, "valid_examples": 2}
+             for tag in BASELINES}
+    train_confs = " ".join(map(str, quick_configs(recipe / "conf" / "smol", tmp_path / "quick", quick).values()))
     result = run(recipe, "--config_set", "smol", "--stage", "4", "--stop_stage", "8", "--train_confs", train_confs,
                  "--gen_opts", "--max_utts 6", "--bench_opts", "--max_utts 1",
                  "--compare_opts", "--readme README.md")

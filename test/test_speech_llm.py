@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from sllm_fixtures import TASKS, make_imitation_data, make_model_dirs
 
 from mtbi.errors import MtbiError
 from mtbi.models.connectors import ConnectorConfig
 from mtbi.models.interleave import InterleaveConfig, TextSegment
 from mtbi.models.speech_llm import LoraSettings, SpeechLLMConfig, build_speech_llm
 from mtbi.train.dataset import DataConfig, ImitationDataset, collate
-from sllm_fixtures import TASKS, make_imitation_data, make_model_dirs
 
 
 @pytest.fixture(scope="module")

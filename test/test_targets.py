@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from teacher_fixtures import SENTENCES, make_random_teacher
 
 from mtbi.data.datadir import Utterance, write_data_dir
 from mtbi.tasks.bank import load_task_bank
 from mtbi.tasks.targets import plan_requests, shard_requests
-from teacher_fixtures import SENTENCES, make_random_teacher
 
 
 def _texts(n: int) -> dict[str, str]:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from teacher_fixtures import make_random_teacher
 from transformers import AutoTokenizer
 
-from mtbi.data.mini_corpus import generate_sentences, load_lexicon
 from mtbi.errors import MtbiError
+from mtbi.mini.corpus import generate_sentences, load_lexicon
+from mtbi.mini.rules import RULE_NAMES, parse_mini_sentence, rule_answer
 from mtbi.tasks.bank import DEFAULT_BANK, load_task_bank
-from mtbi.tasks.mini_rules import RULE_NAMES, parse_mini_sentence, rule_answer
 from mtbi.tasks.prompting import normalize_transcript, render_prompt
-from teacher_fixtures import make_random_teacher
 
 
 def test_default_bank_shape() -> None:
@@ -36,8 +36,9 @@ def _conf(tmp_path: Path, **values) -> Path:
 
 
 def test_split_is_deterministic_and_seeded(tmp_path: Path) -> None:
-    split = lambda seed: {n: load_task_bank(_conf(tmp_path, split_seed=seed)).prompt_ids(n, "unseen")
-                          for n in load_task_bank().tasks}
+    def split(seed: int) -> dict[str, list[str]]:
+        return {n: load_task_bank(_conf(tmp_path, split_seed=seed)).prompt_ids(n, "unseen") for n in load_task_bank().tasks}
+
     assert split(0) == split(0)
     assert split(0) != split(1)
     bank = load_task_bank(_conf(tmp_path, heldout_tasks=["topic", "summary"], unseen_prompts_per_task=3))

@@ -9,20 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from mtbi.data.datadir import Utterance, write_data_dir
-from mtbi.data.mini_corpus import generate_sentences, load_lexicon
 from mtbi.errors import MtbiError
+from mtbi.mini.corpus import generate_sentences, load_lexicon
+from mtbi.mini.tiny_teacher import TinyTeacherConfig, pack_examples, packed_losses, train_tiny_teacher
+from mtbi.packaged import find_packaged_file
+from mtbi.prepare.teacher import convert_gguf
 from mtbi.tasks.bank import load_task_bank
 from mtbi.tasks.generation import GenerationParams, HFGenerator
 from mtbi.tasks.prompting import render_prompt
-from mtbi.packaged import find_packaged_file
-from mtbi.tasks.teacher import convert_gguf
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
-from mtbi.tasks.tiny_teacher import TinyTeacherConfig, pack_examples, packed_losses, train_tiny_teacher
 
 QUICK = TinyTeacherConfig(vocab_size=400, hidden_size=48, num_layers=1, num_heads=2, intermediate_size=96,
                           steps=8, batch_size=8, warmup_steps=2)
@@ -117,11 +115,9 @@ def test_smollm2_gguf_converts_and_answers(tmp_path: Path) -> None:
 
 
 def test_stage5_refuses_a_teacher_prepared_with_another_config(tmp_path: Path) -> None:
-    from mtbi.io import touch_done
-    from dataclasses import asdict
-    from mtbi.tasks.teacher import TeacherConfig, check_prepared_with
+    from mtbi.prepare.teacher import TeacherConfig, check_prepared_with, teacher_step
     prepared = TeacherConfig(kind="tiny", name="a", tiny=QUICK)
-    touch_done(tmp_path / ".done", {"config": asdict(prepared)})
+    teacher_step(prepared, tmp_path, load_task_bank(), ["the happy dog"]).mark_done()
     check_prepared_with(tmp_path, TeacherConfig(kind="tiny", name="a", tiny=QUICK,
                                                 generation=GenerationParams(batch_size=7)))
     with pytest.raises(MtbiError, match="was prepared with another teacher config than this one \\('a'\\)"):

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
-
 from conftest import REPO_ROOT
+from safetensors.torch import load_file
+from sllm_fixtures import make_imitation_data, make_model_dirs
+
 from mtbi.config import load_config
 from mtbi.errors import MtbiError
+from mtbi.train.config import TrainConfig
 from mtbi.train.sampler import BucketBatchSampler, padding_fraction
-from mtbi.train.trainer import TrainConfig
-from sllm_fixtures import make_imitation_data, make_model_dirs
 
 
 def test_bucketing_keeps_padding_under_ten_percent() -> None:

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from mtbi.data.tts import Synthesis, Synthesizer, Voice, WordTiming, _Event
 from mtbi.errors import MtbiError
+from mtbi.mini.tts import Synthesis, Synthesizer, Voice, WordTiming, _Event
 
 SR = 22050
 TEXT = "she walked to the end of the road with a friend"  # "of the" and "with a" merge in espeak

@@ -15,9 +15,9 @@ import torch
 from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizerFast
 
 from mtbi.data.features import log_mel
-from mtbi.data.mini_corpus import generate_sentences, load_lexicon
-from mtbi.data.tts import Synthesizer, Voice
 from mtbi.errors import MtbiError
+from mtbi.mini.corpus import generate_sentences, load_lexicon
+from mtbi.mini.tts import Synthesizer, Voice
 from mtbi.models.encoders import WhisperSpeechEncoder
 from mtbi.models.whisper_ct2 import convert_packaged_whisper, read_ct2_model, whisper_config, whisper_state_dict
 

@@ -12,12 +12,20 @@ import soundfile as sf
 import torch
 
 from mtbi.bin import align_words, extract_feats, merge_feats, prepare_data
-from mtbi.data.ctc_align import forced_align, required_frames, word_spans
 from mtbi.data.datadir import Utterance, read_table, validate_data_dir, write_data_dir
-from mtbi.data.mini_corpus import make_mini_corpus
-from mtbi.data.word_align import (AlignmentError, WordSpan, check_times, match_transcript, read_ctm,
-                                  read_textgrid, read_word_align, write_word_align)
+from mtbi.data.word_align import (
+    AlignmentError,
+    WordSpan,
+    check_times,
+    match_transcript,
+    read_ctm,
+    read_textgrid,
+    read_word_align,
+    write_word_align,
+)
 from mtbi.errors import MtbiError
+from mtbi.mini.corpus import make_mini_corpus
+from mtbi.models.ctc_align import forced_align, required_frames, word_spans
 
 MINI_SIZES = {"train": 4, "dev": 2, "test": 2}
 

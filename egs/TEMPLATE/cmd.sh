@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # How mtbi.sh launches parallel jobs: ${train_cmd} JOB=1:N <log> <command>.
 #   local: utils/run.pl runs the jobs on this machine.
 #   slurm: utils/slurm.pl submits one sbatch array job; extra sbatch options (partition,

@@ -383,8 +383,8 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
                 --task_conf "${task_conf}" 2>&1 | tee -a "${expdir}/log/stage8.${dset}.log" >&2
         done
         log "Stage 8: comparison on ${dset} -> ${expdir}/results_${dset}.{md,png}"
-        # shellcheck disable=SC2086  # systems and compare_opts hold several words
         [ "${config_set}" = tiny ] && readme_key=${dset} || readme_key=${config_set}:${dset}
+        # shellcheck disable=SC2086  # systems and compare_opts hold several words
         python -m mtbi.bin.compare --test_set "${dset}" --systems ${systems} --out "${expdir}/results_${dset}" \
             --readme_key "${readme_key}" ${compare_opts} 2> >(tee -a "${expdir}/log/stage8.${dset}.log" >&2)
     done

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by mtbi.sh: activates tools/venv, creating it with tools/install.sh when missing.
 MTBI_ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)"
 if [ ! -f "${MTBI_ROOT}/tools/venv/.mtbi-installed" ]; then

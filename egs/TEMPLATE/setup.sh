@@ -37,6 +37,7 @@ corpus=${name%_mtbi}
 db_var=$(echo "${corpus}" | tr '[:lower:]-' '[:upper:]_')
 
 cat > "${target}/db.sh" << EOF
+# shellcheck shell=bash
 # Corpus location for ${corpus}.
 ${db_var}=\${${db_var}:-}
 EOF

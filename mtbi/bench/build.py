@@ -20,9 +20,9 @@ from pathlib import Path
 
 from mtbi.data.datadir import draw_utts
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write
+from mtbi.mini.rules import rule_answer
+from mtbi.stage import atomic_write
 from mtbi.tasks.bank import TaskBank
-from mtbi.tasks.mini_rules import rule_answer
 from mtbi.tasks.prompting import normalize_transcript
 
 logger = logging.getLogger(__name__)

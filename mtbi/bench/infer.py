@@ -20,21 +20,19 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-import yaml
-from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
 from mtbi.bench.build import BenchItem
-from mtbi.config import from_dict
 from mtbi.data.datadir import read_table
-from mtbi.data.feature_dump import load_features
+from mtbi.data.feature_dump import load_feature_batch
 from mtbi.errors import MtbiError
-from mtbi.io import answer_resumably, atomic_write, is_done_with, record_key, touch_done
 from mtbi.models.interleave import Segment, build_segments
-from mtbi.models.speech_llm import SpeechBatch, SpeechLLM, build_speech_llm
+from mtbi.models.speech_llm import SpeechBatch, SpeechLLM
 from mtbi.models.speech_prompt import tokenize_prompt
+from mtbi.stage import Step, answer_resumably, atomic_write, marker
 from mtbi.tasks.generation import GenerationParams, Generator
 from mtbi.tasks.prompting import render_prompt
+from mtbi.tasks.targets import record_key
 
 logger = logging.getLogger(__name__)
 
@@ -52,31 +50,6 @@ def speech_segments(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Seg
     """The prompt's segments with the transcript slot as speech: text before, speech, text after."""
     tokens = tokenize_prompt(tokenizer, prompt, PLACEHOLDER)
     return build_segments(tokens, [True] * tokens.num_words, None)
-
-
-def sllm_weights(model_dir: str | Path, checkpoint: str | None = None) -> Path:
-    """The weights file of a stage-6 dir: the final ones, or those of ``checkpoints/<checkpoint>``."""
-    model_dir = Path(model_dir)
-    return model_dir / "checkpoints" / checkpoint / "model.safetensors" if checkpoint \
-        else model_dir / "model.safetensors"
-
-
-def load_sllm(model_dir: str | Path, checkpoint: str | None = None,
-              device: str = "cpu") -> tuple[SpeechLLM, PreTrainedTokenizerBase]:
-    """The SLLM trained in ``model_dir`` (stage 6: config.yaml + model.safetensors, or the
-    weights of ``checkpoints/<checkpoint>``), in eval mode on ``device``."""
-    from mtbi.train.trainer import TrainConfig
-
-    model_dir = Path(model_dir)
-    weights = sllm_weights(model_dir, checkpoint)
-    for path in (model_dir / "config.yaml", weights):
-        if not path.is_file():
-            raise MtbiError(f"{path} is missing; it is made by stage 6 (training)")
-    resolved = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
-    config = from_dict(TrainConfig, resolved["train"], str(model_dir / "config.yaml"))
-    model, tokenizer = build_speech_llm(config.model, resolved["encoder_dir"], resolved["llm_dir"])
-    model.load_trainable_state_dict(load_file(weights), str(weights))
-    return model.to(device).eval(), tokenizer
 
 
 class SpeechAnswerer:
@@ -104,9 +77,8 @@ class SpeechAnswerer:
     def _answer_batch(self, items: list[BenchItem]) -> list[str]:
         # Several prompts ask about the same utterance: encode each utterance once.
         utts = sorted({i.utt for i in items})
-        feats = [torch.from_numpy(load_features(u, self.feats_scp[u]).copy()) for u in utts]
-        lens = torch.tensor([f.shape[0] for f in feats], device=self.device)
-        padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
+        padded, lens = load_feature_batch(self.feats_scp, utts)
+        padded, lens = padded.to(self.device), lens.to(self.device)
         frames, frame_lens = self.model.encode_speech(padded, lens)
         rows = torch.tensor([utts.index(i.utt) for i in items], device=self.device)
         batch = SpeechBatch(padded[rows], lens[rows], [self._prompt_segments(i.prompt) for i in items],
@@ -152,21 +124,21 @@ def run_inference(items: list[BenchItem], answerer: Answerer, out_dir: str | Pat
     the benchmark, and a finished run with the same stamp is skipped). Returns its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final, partial, done = out_dir / "hyp.jsonl", out_dir / "hyp.partial.jsonl", out_dir / ".done.infer"
-    if final.is_file() and is_done_with(done, stamp):
-        logger.info("%s is already done", final)
+    final, partial = out_dir / "hyp.jsonl", out_dir / "hyp.partial.jsonl"
+    step = Step(marker(out_dir, "hyp"), stamp, outputs=[final])
+    if step.skip(f"{final} is already done"):
         return final
 
     def record(i: BenchItem, hyp: str) -> dict:
         return {"utt": i.utt, "task": i.task, "prompt_id": i.prompt_id, "split": i.split, "input": answerer.input,
                 "hyp": hyp, "ref": i.ref, "prompt": i.prompt, "transcript": i.transcript}
 
-    answer_resumably(partial, out_dir / "infer_params.json", stamp, items, answerer.answer, record, chunk_size,
+    answer_resumably(partial, stamp, items, answerer.answer, record, record_key, chunk_size,
                      f"{answerer.input} inference")
     with open(partial, encoding="utf-8") as f:
         records = sorted((json.loads(line) for line in f), key=record_key)
     with atomic_write(final) as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     partial.unlink()
-    touch_done(done, stamp)
+    step.mark_done()
     return final

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write, record_key
+from mtbi.stage import atomic_write
+from mtbi.tasks.targets import record_key
 
 SPLIT_TITLES = {"seen": "seen prompts", "unseen": "unseen prompts", "heldout": "held-out tasks"}
 
@@ -156,15 +157,6 @@ def plot_comparison(results: list[SystemResult], png: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
-
-
-def training_summary(model_dir: str | Path) -> tuple[int | None, float | None]:
-    """(steps, training seconds) of a stage-6 dir from its last checkpoint; (None, None) if none."""
-    checkpoints = sorted(Path(model_dir).glob("checkpoints/step_*/trainer_state.json"))
-    if not checkpoints:
-        return None, None
-    state = json.loads(checkpoints[-1].read_text(encoding="utf-8"))
-    return state["step"], state.get("train_seconds")
 
 
 def read_scores(path: str | Path) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 from mtbi.bench.metrics import bleu, exact_match, is_transcription, rouge_l, word_error_rate
 from mtbi.errors import MtbiError
 from mtbi.tasks.bank import TaskBank
-from mtbi.io import record_key
+from mtbi.tasks.targets import record_key
 
 HYP_FIELDS = ("utt", "task", "prompt_id", "split", "input", "hyp", "ref")
 

@@ -16,10 +16,9 @@ from pathlib import Path
 
 from mtbi.cli import run_main
 from mtbi.data.datadir import read_table
-from mtbi.data.word_align import (AlignmentError, WordSpan, find_alignment_files, finish_alignment,
-                                  import_alignments, read_durations)
+from mtbi.data.word_align import AlignmentError, WordSpan, find_alignment_files, finish_alignment, import_alignments, read_durations
 from mtbi.errors import MtbiError
-from mtbi.io import is_done_with, is_up_to_date, touch_done
+from mtbi.stage import Step, marker
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +64,6 @@ def main(args: argparse.Namespace) -> None:
     feats_dir = Path(args.feats_dir) if args.feats_dir else None
     model_dir = Path(args.ctc_model) if method == "ctc" else None
 
-    done = data_dir / ".word_align.done"
     params = {"method": method, "align_files": [str(Path(f).resolve()) for f in args.align_files or files],
               "tier": args.textgrid_tier, "feats_dir": str(feats_dir.resolve()) if feats_dir else None,
               "ctc_model": str(model_dir.resolve()) if model_dir else None}
@@ -74,8 +72,8 @@ def main(args: argparse.Namespace) -> None:
         inputs += [feats_dir / "utt2num_frames", feats_dir / "feats.scp"]
     if model_dir:
         inputs += [model_dir, *model_dir.glob("*")]
-    if (data_dir / "word_align").is_file() and is_done_with(done, params) and is_up_to_date(done, inputs):
-        logger.info("%s already aligned (%s)", data_dir, method)
+    step = Step(marker(data_dir, "word_align"), params, inputs, outputs=[data_dir / "word_align"])
+    if step.skip(f"{data_dir} already aligned ({method})"):
         return
 
     durations = read_durations(feats_dir) if feats_dir else None
@@ -85,14 +83,14 @@ def main(args: argparse.Namespace) -> None:
     else:
         spans, skipped = import_alignments(files, data_dir, method, args.textgrid_tier), []
     finish_alignment(data_dir, spans, durations, skipped)
-    touch_done(done, params)
+    step.mark_done()
 
 
 def _align_with_ctc(model_dir: Path, feats_dir: Path, data_dir: Path, durations: dict[str, float],
                     batch_size: int, device: str) -> tuple[dict[str, list[WordSpan]], list[AlignmentError]]:
     # Imported here: the other methods need neither the model code nor torch.
-    from mtbi.data.ctc_align import align_with_ctc
     from mtbi.models.ctc import CtcModel
+    from mtbi.models.ctc_align import align_with_ctc
 
     if not model_dir.is_dir():
         raise MtbiError(f"{model_dir}: CTC model dir not found; it is made by stage 4 (a conformer "

@@ -12,11 +12,14 @@ from collections import Counter
 from pathlib import Path
 
 from mtbi.bench.build import build_bench, write_bench
-from mtbi.cli import run_main
+from mtbi.cli import ConfigOption, run_main
 from mtbi.data.datadir import read_table
-from mtbi.tasks.bank import load_task_bank
+from mtbi.tasks.bank import TaskConfig, load_task_bank
 
 logger = logging.getLogger(__name__)
+
+
+CONFIG = ConfigOption("--task_conf", TaskConfig)  # --set and --print_config act on it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    bank = load_task_bank(args.task_conf)
+    bank = load_task_bank(args.task_conf, args.set)
     texts = read_table(Path(args.data_dir) / "text", allow_empty_value=True)
     items = build_bench(texts, bank, args.max_utts, args.seed)
     write_bench(items, Path(args.out_dir) / "bench.jsonl")
@@ -40,4 +43,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_main(build_parser, main)
+    run_main(build_parser, main, config=CONFIG)

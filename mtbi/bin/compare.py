@@ -14,11 +14,11 @@ import logging
 import sys
 from pathlib import Path
 
-from mtbi.bench.report import (SystemResult, comparison_markdown, plot_comparison, read_scores,
-                               replace_marked_section, samples_markdown, training_summary)
+from mtbi.bench.report import SystemResult, comparison_markdown, plot_comparison, read_scores, replace_marked_section, samples_markdown
 from mtbi.bench.scoring import read_hyps
 from mtbi.cli import run_main
-from mtbi.io import atomic_write
+from mtbi.stage import atomic_write
+from mtbi.train.sllm_dir import training_summary
 
 logger = logging.getLogger(__name__)
 

@@ -20,13 +20,16 @@ from pathlib import Path
 import torch
 
 from mtbi.bench.build import read_bench
-from mtbi.bench.infer import INPUTS, SpeechAnswerer, TextAnswerer, load_sllm, run_inference, sllm_weights
-from mtbi.cli import run_main
+from mtbi.bench.infer import INPUTS, SpeechAnswerer, TextAnswerer, run_inference
+from mtbi.cli import ConfigOption, run_main
 from mtbi.config import load_config
 from mtbi.errors import MtbiError
-from mtbi.io import file_id
-from mtbi.tasks.generation import load_generator, model_fingerprint
-from mtbi.tasks.teacher import TeacherConfig, teacher_dir
+from mtbi.prepare.teacher import TeacherConfig, teacher_dir
+from mtbi.stage import dir_fingerprint, file_id
+from mtbi.tasks.generation import load_generator
+from mtbi.train.sllm_dir import load_sllm, weights_path
+
+CONFIG = ConfigOption("--teacher_conf", TeacherConfig)  # --set and --print_config act on it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,23 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    teacher = load_config(args.teacher_conf, TeacherConfig)
+    teacher = load_config(args.teacher_conf, TeacherConfig, args.set)
     params = replace(teacher.generation, batch_size=args.batch_size or teacher.generation.batch_size)
     items = read_bench(args.bench)
     stamp = {"bench": hashlib.sha256(Path(args.bench).read_bytes()).hexdigest(), "input": args.input,
              "gen": params.record("hf")}
     if args.input == "text":
         llm_dir = teacher_dir(teacher, args.teacher_dir)
-        stamp["model"] = model_fingerprint(llm_dir)
+        stamp["model"] = dir_fingerprint(llm_dir)
         answerer = TextAnswerer(load_generator(llm_dir, "hf", params, args.device, name=teacher.name))
     else:
         if not args.model_dir or not args.feats_dir:
             raise MtbiError("--input speech needs --model_dir (stage 6) and --feats_dir (stage 2)")
         model, tokenizer = load_sllm(args.model_dir, args.checkpoint, args.device)
-        stamp["model"] = file_id(sllm_weights(args.model_dir, args.checkpoint))
+        stamp["model"] = file_id(weights_path(args.model_dir, args.checkpoint))
         answerer = SpeechAnswerer(model, tokenizer, args.feats_dir, params, args.device)
     run_inference(items, answerer, args.out_dir, stamp)
 
 
 if __name__ == "__main__":
-    run_main(build_parser, main)
+    run_main(build_parser, main, config=CONFIG)

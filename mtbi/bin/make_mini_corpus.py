@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from mtbi.cli import run_main
-from mtbi.data.mini_corpus import make_mini_corpus
+from mtbi.mini.corpus import make_mini_corpus
 
 
 def build_parser() -> argparse.ArgumentParser:

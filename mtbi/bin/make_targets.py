@@ -15,16 +15,19 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from mtbi.cli import run_main
+from mtbi.cli import ConfigOption, run_main
 from mtbi.config import load_config
 from mtbi.data.datadir import read_table
+from mtbi.prepare.teacher import TeacherConfig, teacher_dir
+from mtbi.stage import dir_fingerprint
 from mtbi.tasks.bank import load_task_bank
-from mtbi.tasks.generation import check_model_dir, context_length, load_generator, model_fingerprint
-from mtbi.tasks.targets import (fit_context, generate_targets, is_shard_done, plan_requests, shard_requests,
-                                shard_stamp)
-from mtbi.tasks.teacher import TeacherConfig, teacher_dir
+from mtbi.tasks.generation import check_model_dir, context_length, load_generator
+from mtbi.tasks.targets import fit_context, generate_targets, plan_requests, shard_requests, targets_shard_step
 
 logger = logging.getLogger(__name__)
+
+
+CONFIG = ConfigOption("--teacher_conf", TeacherConfig)  # --set and --print_config act on it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    config = load_config(args.teacher_conf, TeacherConfig)
+    config = load_config(args.teacher_conf, TeacherConfig, args.set)
     bank = load_task_bank(args.task_conf)
     texts = read_table(Path(args.data_dir) / "text", allow_empty_value=True)
     requests = plan_requests(texts, bank, bank.select_tasks(args.tasks), args.prompts, args.tasks_per_utt,
@@ -69,13 +72,13 @@ def main(args: argparse.Namespace) -> None:
             logger.warning("%d of %d questions left out: their prompt is longer than the teacher's context "
                            "(%d tokens) less max_new_tokens (%d), e.g. %s", len(dropped), len(mine) + len(dropped),
                            context, params.max_new_tokens, dropped[0].key)
-    stamp = shard_stamp(mine, config.name, model_fingerprint(model_dir), params.record(args.backend))
-    if is_shard_done(args.out_dir, args.shard, stamp):
-        logger.info("targets shard %d already done in %s", args.shard, args.out_dir)
+    step = targets_shard_step(args.out_dir, args.shard, args.num_shards, mine, config.name,
+                              dir_fingerprint(model_dir), params.record(args.backend))
+    if step.skip(f"targets shard {args.shard} already done in {args.out_dir}"):
         return
     generator = load_generator(model_dir, args.backend, params, args.device, name=config.name)
-    generate_targets(mine, generator, args.out_dir, args.shard, stamp, args.chunk_size)
+    generate_targets(mine, generator, args.out_dir, step, args.chunk_size)
 
 
 if __name__ == "__main__":
-    run_main(build_parser, main)
+    run_main(build_parser, main, config=CONFIG)

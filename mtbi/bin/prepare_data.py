@@ -16,7 +16,7 @@ from mtbi.data.commonvoice import read_commonvoice
 from mtbi.data.corpus import CorpusListing, check_audio_headers, write_listing
 from mtbi.data.librispeech import read_librispeech
 from mtbi.errors import MtbiError
-from mtbi.io import is_done_with, is_up_to_date, touch_done
+from mtbi.stage import Step, marker
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     parts = [p for p in args.parts.split(",") if p]
-    done = Path(args.out_dir) / ".done"
     params = {"corpus": args.corpus, "root": str(Path(args.root).resolve()), "parts": parts,
               "allow_upsample": args.allow_upsample, "layout": 2}  # layout 2: with the corpus's ctm
     alignments = Path(args.root) / "alignments"
-    if is_done_with(done, params) and is_up_to_date(done, [args.root, alignments, *alignments.glob("*.ctm")]):
-        logger.info("%s already prepared from %s %s", args.out_dir, args.root, args.parts)
+    step = Step(marker(args.out_dir), params, inputs=[args.root, alignments, *alignments.glob("*.ctm")])
+    if step.skip(f"{args.out_dir} already prepared from {args.root} {args.parts}"):
         return
     if args.corpus == "librispeech":
         listing: CorpusListing = read_librispeech(args.root, parts)
@@ -55,7 +54,7 @@ def main(args: argparse.Namespace) -> None:
     if not listing.utterances:
         raise MtbiError(f"{args.root}: no usable utterance in {args.parts}; "
                         f"see the reasons in {args.out_dir}/skipped.txt")
-    touch_done(done, params)
+    step.mark_done()
 
 
 if __name__ == "__main__":

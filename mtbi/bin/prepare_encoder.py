@@ -9,17 +9,12 @@ model.safetensors, ctc_vocabulary.txt and encoder_report.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import logging
-from pathlib import Path
 
-from mtbi.cli import run_main
+from mtbi.cli import ConfigOption, run_main
 from mtbi.config import load_config
-from mtbi.io import is_done_with, is_up_to_date, touch_done
-from mtbi.packaged import packaged_files
-from mtbi.train.ctc_pretrain import EncoderPrepConfig, prepare_encoder
+from mtbi.prepare.encoder import EncoderPrepConfig, encoder_step, prepare_encoder
 
-logger = logging.getLogger(__name__)
+CONFIG = ConfigOption("--encoder_conf", EncoderPrepConfig)  # --set and --print_config act on it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,23 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    config = load_config(args.encoder_conf, EncoderPrepConfig)
-    out_dir = Path(args.out_dir)
-    if config.kind == "whisper":
-        feature_dirs: list[str] = []
-        inputs = [Path(config.model_dir) / "config.json"] if config.model_dir else \
-            [path for name in config.ct2_packages for path in packaged_files(name)]
-    else:
-        feature_dirs = [args.train_dir, args.valid_dir, *args.test_dir]
-        inputs = [Path(d) / name for d in feature_dirs for name in ("feats.scp", "text")]
-    stamp = {"config": dataclasses.asdict(config), "feature_dirs": [str(Path(d).resolve()) for d in feature_dirs]}
-    if is_done_with(out_dir / ".done", stamp) and is_up_to_date(out_dir / ".done", inputs):
-        logger.info("encoder already prepared in %s", out_dir)
+    config = load_config(args.encoder_conf, EncoderPrepConfig, args.set)
+    step = encoder_step(config, args.out_dir, [args.train_dir, args.valid_dir, *args.test_dir])
+    if step.skip(f"encoder already prepared in {args.out_dir}"):
         return
-    (out_dir / ".done").unlink(missing_ok=True)
-    prepare_encoder(config, out_dir, args.train_dir, [args.valid_dir, *args.test_dir])
-    touch_done(out_dir / ".done", stamp)
+    step.forget()
+    prepare_encoder(config, args.out_dir, args.train_dir, [args.valid_dir, *args.test_dir])
+    step.mark_done()
 
 
 if __name__ == "__main__":
-    run_main(build_parser, main)
+    run_main(build_parser, main, config=CONFIG)

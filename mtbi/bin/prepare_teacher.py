@@ -8,19 +8,20 @@ with mtbi_teacher.json (and teacher_report.md for the tiny teacher).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
-from mtbi.cli import run_main
+from mtbi.cli import ConfigOption, run_main
 from mtbi.config import load_config
 from mtbi.data.datadir import read_table
-from mtbi.io import atomic_write, is_done_with, touch_done
+from mtbi.prepare.teacher import TeacherConfig, prepare_teacher, teacher_report_markdown, teacher_step
+from mtbi.stage import atomic_write
 from mtbi.tasks.bank import load_task_bank
-from mtbi.tasks.teacher import TeacherConfig, prepare_teacher, teacher_report_markdown
 
 logger = logging.getLogger(__name__)
+
+
+CONFIG = ConfigOption("--teacher_conf", TeacherConfig)  # --set and --print_config act on it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,15 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    config = load_config(args.teacher_conf, TeacherConfig)
+    config = load_config(args.teacher_conf, TeacherConfig, args.set)
     bank = load_task_bank(args.task_conf)
     train_text = read_table(Path(args.train_dir) / "text", allow_empty_value=True)
     eval_text = read_table(Path(args.eval_dir) / "text", allow_empty_value=True)
     out_dir = Path(args.out_dir)
-    stamp = {"config": asdict(config), "bank": asdict(bank.config),
-             "train_text": hashlib.sha256("\n".join(train_text.values()).encode()).hexdigest()}
-    if is_done_with(out_dir / ".done", stamp):
-        logger.info("teacher already prepared in %s", out_dir)
+    step = teacher_step(config, out_dir, bank, list(train_text.values()))
+    if step.skip(f"teacher already prepared in {out_dir}"):
         return
     info = prepare_teacher(config, out_dir, bank, list(train_text.values()), list(eval_text.values()))
     if config.kind == "tiny":
@@ -50,8 +49,8 @@ def main(args: argparse.Namespace) -> None:
         with atomic_write(out_dir / "teacher_report.md") as f:
             f.write(table)
         logger.info("tiny teacher accuracy on %s:\n%s", args.eval_dir, table)
-    touch_done(out_dir / ".done", stamp)
+    step.mark_done()
 
 
 if __name__ == "__main__":
-    run_main(build_parser, main)
+    run_main(build_parser, main, config=CONFIG)

@@ -14,11 +14,14 @@ from pathlib import Path
 
 from mtbi.bench.report import plot_system, system_markdown
 from mtbi.bench.scoring import read_hyps, score_system
-from mtbi.cli import run_main
-from mtbi.io import atomic_write
-from mtbi.tasks.bank import load_task_bank
+from mtbi.cli import ConfigOption, run_main
+from mtbi.stage import atomic_write
+from mtbi.tasks.bank import TaskConfig, load_task_bank
 
 logger = logging.getLogger(__name__)
+
+
+CONFIG = ConfigOption("--task_conf", TaskConfig)  # --set and --print_config act on it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +38,7 @@ def main(args: argparse.Namespace) -> None:
     name = args.name or hyp.parent.parent.name
     records = read_hyps(hyp)
     teacher = read_hyps(args.teacher_hyp) if args.teacher_hyp else None
-    scores = score_system(records, teacher, load_task_bank(args.task_conf))
+    scores = score_system(records, teacher, load_task_bank(args.task_conf, args.set))
     with atomic_write(hyp.with_name("scores.json")) as f:
         json.dump(scores, f, indent=1)
     with atomic_write(hyp.with_name("RESULTS.md")) as f:
@@ -51,4 +54,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_main(build_parser, main)
+    run_main(build_parser, main, config=CONFIG)

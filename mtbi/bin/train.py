@@ -13,27 +13,30 @@ loss_curve.png, model.safetensors. A re-run resumes from the last checkpoint.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 
-from mtbi.cli import run_main
+from mtbi.cli import ConfigOption, run_main
 from mtbi.config import load_config
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write, is_done_with, is_up_to_date
 from mtbi.models.interleave import InterleaveConfig
 from mtbi.models.speech_llm import build_speech_llm
+from mtbi.prepare.teacher import TeacherConfig, teacher_dir
+from mtbi.stage import Step, marker
 from mtbi.tasks.bank import load_task_bank
-from mtbi.tasks.teacher import TeacherConfig, teacher_dir
+from mtbi.train import sllm_dir
+from mtbi.train.config import TrainConfig
 from mtbi.train.dataset import ImitationDataset
-from mtbi.train.trainer import Trainer, TrainConfig, init_distributed
+from mtbi.train.trainer import Trainer, init_distributed
 
 logger = logging.getLogger(__name__)
+
+
+CONFIG = ConfigOption("--config", TrainConfig)  # --set and --print_config act on it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    config = load_config(args.config, TrainConfig)
+    config = load_config(args.config, TrainConfig, args.set)
     device = torch.device(args.device)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -70,14 +73,13 @@ def main(args: argparse.Namespace) -> None:
     out_dir = Path(args.out_dir)
     teacher = load_config(args.teacher_conf, TeacherConfig)
     llm_dir = teacher_dir(teacher, args.teacher_dir)
-    resolved = {"train": dataclasses.asdict(config), "teacher": teacher.name,
-                "encoder_dir": str(Path(args.encoder_dir).resolve()), "llm_dir": str(Path(llm_dir).resolve())}
+    resolved = sllm_dir.resolved_config(config, teacher.name, args.encoder_dir, llm_dir)
     inputs = [p for p in (args.train_targets, Path(args.train_feats) / "feats.scp", args.train_align,
-                          Path(args.encoder_dir) / ".done", Path(args.teacher_dir) / ".done") if p]
-    if is_done_with(out_dir / ".done", resolved) and is_up_to_date(out_dir / ".done", inputs):
-        logger.info("%s is already trained with this config", out_dir)
+                          marker(args.encoder_dir), marker(args.teacher_dir)) if p]
+    step = Step(marker(out_dir), resolved, inputs)
+    if step.skip(f"{out_dir} is already trained with this config"):
         return
-    _check_same_config(out_dir, resolved)
+    sllm_dir.check_same_config(out_dir, resolved)
 
     torch.manual_seed(config.seed)
     model, tokenizer = build_speech_llm(config.model, args.encoder_dir, llm_dir)
@@ -98,25 +100,13 @@ def main(args: argparse.Namespace) -> None:
         valid_set = ImitationDataset(args.valid_feats, args.valid_targets, tokenizer, tasks, speech_only,
                                      encoded_dir=args.valid_encoded if cached else None)
     if ddp.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out_dir / "config.yaml") as f:
-            yaml.safe_dump(resolved, f, sort_keys=False)
+        sllm_dir.write_config(out_dir, resolved)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         logger.info("SpeechLLM: %.2fM trainable of %.2fM parameters; %d ranks; config %s",
                     trainable / 1e6, sum(p.numel() for p in model.parameters()) / 1e6, ddp.world_size,
                     args.config)
-    Trainer(model, config, train_set, valid_set, out_dir, device, ddp, stamp=resolved).train()
-
-
-def _check_same_config(out_dir: Path, resolved: dict) -> None:
-    """Refuse to resume checkpoints that another config wrote."""
-    saved = out_dir / "config.yaml"
-    if saved.is_file() and (out_dir / "checkpoints").is_dir():
-        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        if previous != resolved:
-            raise MtbiError(f"{out_dir} holds checkpoints of another config ({saved}); remove the dir "
-                            "or train under another tag")
+    Trainer(model, config, train_set, valid_set, out_dir, device, ddp, done=step).train()
 
 
 if __name__ == "__main__":
-    run_main(build_parser, main)
+    run_main(build_parser, main, config=CONFIG)

@@ -17,6 +17,8 @@ import soxr
 from mtbi.errors import MtbiError
 
 TARGET_SAMPLE_RATE = 16000
+HOP_LENGTH = 160  # samples from one feature frame to the next (Whisper's front end)
+FRAME_SHIFT = HOP_LENGTH / TARGET_SAMPLE_RATE  # seconds per stage-2 feature frame (10 ms)
 
 
 class AudioError(MtbiError):

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from mtbi.data.audio import AudioError, probe_audio
 from mtbi.data.datadir import ID_PATTERN, Utterance, write_data_dir
 from mtbi.data.word_align import WordSpan, read_ctm, write_ctm
-from mtbi.io import atomic_dir
+from mtbi.stage import atomic_dir
 
 logger = logging.getLogger(__name__)
 

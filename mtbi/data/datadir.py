@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write
+from mtbi.stage import atomic_write
 
 REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 # Ids travel through shell command lines and file names: keep them to a safe alphabet.

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from transformers.audio_utils import mel_filter_bank
 
-SAMPLE_RATE = 16000
+from mtbi.data.audio import HOP_LENGTH
+from mtbi.data.audio import TARGET_SAMPLE_RATE as SAMPLE_RATE
+
 N_FFT = 400
-HOP_LENGTH = 160
 WHISPER_INPUT_SAMPLES = 30 * SAMPLE_RATE
 
 

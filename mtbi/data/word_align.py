@@ -17,13 +17,13 @@ from typing import Iterable, Mapping, Sequence
 
 from tqdm import tqdm
 
+from mtbi.data.audio import FRAME_SHIFT
 from mtbi.data.datadir import read_table
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write
+from mtbi.stage import atomic_write
 
 logger = logging.getLogger(__name__)
 
-FRAME_SHIFT = 0.01          # seconds per feature frame (utt2num_frames)
 MAX_CLIP = 0.1              # words ending at most this far past the audio end are clipped
 NON_WORDS = {"", "sil", "sp"}  # silence labels of aligners, not words
 UNKNOWN_WORD = "<unk>"      # MFA's label for an out-of-vocabulary word: matches any token
@@ -67,6 +67,41 @@ def read_word_align(path: str | Path) -> dict[str, list[WordSpan]]:
         spans.setdefault(utt, []).append(WordSpan(utt, _float(start, path, lineno),
                                                   _float(end, path, lineno), word))
     return spans
+
+
+class WordAlignIndex:
+    """Random access to the word times of a ``word_align`` file: only each utterance's byte offset
+    and line count are kept in memory; its lines are read when asked for (a file handle is opened
+    lazily, one per process, as DataLoader workers need)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._index: dict[str, tuple[int, int]] = {}
+        self._file = None
+        if not self.path.is_file():
+            return
+        with open(self.path, "rb") as f:
+            offset = 0
+            for line in f:
+                if line.strip():
+                    utt = line.split(maxsplit=1)[0].decode()
+                    start, count = self._index.get(utt, (offset, 0))
+                    self._index[utt] = (start, count + 1)
+                offset += len(line)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def times(self, utt: str) -> list[tuple[float, float]] | None:
+        """(start, end) seconds of each word of ``utt``; None when it has no alignment."""
+        if utt not in self._index:
+            return None
+        if self._file is None:
+            self._file = open(self.path, "rb")
+        offset, count = self._index[utt]
+        self._file.seek(offset)
+        lines = [self._file.readline().split() for _ in range(count)]
+        return [(float(fields[1]), float(fields[2])) for fields in lines]
 
 
 def write_word_align(path: str | Path, spans: Mapping[str, Sequence[WordSpan]]) -> None:
@@ -217,7 +252,7 @@ def check_times(utt: str, spans: Sequence[WordSpan], duration: float | None = No
 
 
 def read_durations(feats_dir: str | Path) -> dict[str, float]:
-    """Audio durations in seconds from ``<feats_dir>/utt2num_frames`` (10 ms frames)."""
+    """Audio durations in seconds from ``<feats_dir>/utt2num_frames`` (:data:`FRAME_SHIFT` a frame)."""
     path = Path(feats_dir) / "utt2num_frames"
     if not path.is_file():
         raise MtbiError(f"{path}: file not found; it is made by stage 2 (features)")

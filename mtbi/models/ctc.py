@@ -17,8 +17,8 @@ from typing import Iterable
 import torch
 
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write
 from mtbi.models.encoders import SpeechEncoder, load_encoder_weights, load_speech_encoder, save_encoder
+from mtbi.stage import atomic_write
 
 BLANK = "<blank>"
 WORD_SEPARATOR = "|"

@@ -17,29 +17,28 @@ import kaldiio
 import torch
 from tqdm import tqdm
 
+from mtbi.config import load_config
 from mtbi.data.datadir import read_table
-from mtbi.data.feature_dump import load_features
+from mtbi.data.feature_dump import load_feature_batch
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_dir, file_id, is_done_with, touch_done
-from mtbi.tasks.generation import model_fingerprint
+from mtbi.models.encoders import CONFIG_FILE, EncoderConfig, load_speech_encoder
+from mtbi.stage import Step, atomic_dir, dir_fingerprint, file_id, marker
 
 logger = logging.getLogger(__name__)
 
 
-def cache_stamp(encoder_dir: str | Path, feats_dir: str | Path, utts: list[str] | None = None) -> dict:
-    """What a finished cache records: the encoder's files (and those of the Whisper dir it
+def cache_step(encoder_dir: str | Path, feats_dir: str | Path, out_dir: str | Path,
+               utts: list[str] | None = None) -> Step:
+    """The cache's bookkeeping: it records the encoder's files (and those of the Whisper dir it
     points to), the features it read and, when not all, the utterances it encoded."""
-    from mtbi.config import load_config
-    from mtbi.models.encoders import CONFIG_FILE, EncoderConfig
-
-    stamp = {"encoder": model_fingerprint(encoder_dir), "feats": file_id(Path(feats_dir) / "feats.scp")}
+    stamp = {"encoder": dir_fingerprint(encoder_dir), "feats": file_id(Path(feats_dir) / "feats.scp")}
     config_file = Path(encoder_dir) / CONFIG_FILE
     model_dir = load_config(config_file, EncoderConfig).model_dir if config_file.is_file() else None
     if model_dir:
-        stamp["whisper"] = model_fingerprint(model_dir)
+        stamp["whisper"] = dir_fingerprint(model_dir)
     if utts is not None:
         stamp["utts"] = hashlib.sha256("\n".join(sorted(utts)).encode()).hexdigest()
-    return stamp
+    return Step(marker(out_dir), stamp)
 
 
 def encode_feats(encoder_dir: str | Path, feats_dir: str | Path, out_dir: str | Path, batch_size: int = 32,
@@ -47,8 +46,6 @@ def encode_feats(encoder_dir: str | Path, feats_dir: str | Path, out_dir: str | 
     """Write the encoder outputs of the utterances of ``feats_dir`` (those in ``utts`` when
     given) into ``out_dir``; skipped when done with the same encoder, features and utterances,
     written as a whole or not at all."""
-    from mtbi.models.encoders import load_speech_encoder
-
     feats_dir, out_dir = Path(feats_dir), Path(out_dir)
     for path in (feats_dir / "feats.scp", feats_dir / "utt2num_frames"):
         if not path.is_file():
@@ -57,9 +54,8 @@ def encode_feats(encoder_dir: str | Path, feats_dir: str | Path, out_dir: str | 
     if utts is not None:
         wanted = set(utts)
         scp = {u: path for u, path in scp.items() if u in wanted}
-    stamp = cache_stamp(encoder_dir, feats_dir, None if utts is None else list(scp))
-    if is_done_with(out_dir / ".done", stamp):
-        logger.info("%s: encoder outputs already cached", out_dir)
+    step = cache_step(encoder_dir, feats_dir, out_dir, None if utts is None else list(scp))
+    if step.skip(f"{out_dir}: encoder outputs already cached"):
         return
     encoder = load_speech_encoder(encoder_dir).to(device).eval()
     lengths = {u: int(n) for u, n in read_table(feats_dir / "utt2num_frames").items()}
@@ -70,10 +66,8 @@ def encode_feats(encoder_dir: str | Path, feats_dir: str | Path, out_dir: str | 
                 tqdm(total=len(order), desc=f"encoding {feats_dir.name}", unit="utt", mininterval=5.0) as progress:
             for start in range(0, len(order), batch_size):
                 utts = order[start:start + batch_size]
-                mats = [torch.from_numpy(load_features(u, scp[u]).copy()) for u in utts]
-                lens = torch.tensor([m.shape[0] for m in mats])
-                out, out_lens = encoder(torch.nn.utils.rnn.pad_sequence(mats, batch_first=True).to(device),
-                                        lens.to(device))
+                feats, lens = load_feature_batch(scp, utts)
+                out, out_lens = encoder(feats.to(device), lens.to(device))
                 for b, utt in enumerate(utts):
                     writer(utt, out[b, :int(out_lens[b])].float().cpu().numpy())
                     frames[utt] = int(out_lens[b])
@@ -85,5 +79,5 @@ def encode_feats(encoder_dir: str | Path, feats_dir: str | Path, out_dir: str | 
                                                for u in sorted(table)))
         (tmp / "unsorted.scp").unlink()
         (tmp / "utt2num_frames").write_text("".join(f"{u} {frames[u]}\n" for u in sorted(frames)))
-        touch_done(tmp / ".done", stamp)
+        step.mark_done(inside=tmp)
     logger.info("%s: encoder outputs of %d utterances (%d channels)", out_dir, len(frames), encoder.output_size)

@@ -31,8 +31,9 @@ from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from mtbi.config import load_config, save_config
+from mtbi.data.audio import FRAME_SHIFT
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write
+from mtbi.stage import atomic_write
 
 # espnet's attention module prints a notice about flash-attn (not used here) when imported.
 with contextlib.redirect_stdout(io.StringIO()):
@@ -42,7 +43,6 @@ KINDS = ("conformer", "whisper")
 CONFIG_FILE = "encoder.yaml"
 WEIGHTS_FILE = "model.safetensors"
 ENCODER_PREFIX = "encoder."
-FEATURE_SHIFT = 0.01  # seconds per stage-2 feature frame
 
 # (kernel, stride) of each convolution of ESPnet's conv2d subsampling layers.
 SUBSAMPLING = {
@@ -165,7 +165,7 @@ class ConformerSpeechEncoder(SpeechEncoder):
         self.config = config
         c = config.conformer
         self.output_size = c.output_size
-        self.frame_shift = FEATURE_SHIFT * math.prod(stride for _, stride in SUBSAMPLING[c.input_layer])
+        self.frame_shift = FRAME_SHIFT * math.prod(stride for _, stride in SUBSAMPLING[c.input_layer])
         self.subsampling = ConvSubsampling(c.input_layer, config.n_mels, c.conv_channels)
         self.conformer = ConformerEncoder(
             input_size=self.subsampling.output_size, output_size=c.output_size, attention_heads=c.attention_heads,
@@ -218,7 +218,7 @@ class WhisperSpeechEncoder(SpeechEncoder):
         self.model_dir = model_dir
         self.trim = trim
         self.output_size = whisper.config.d_model
-        self.frame_shift = FEATURE_SHIFT * whisper.conv1.stride[0] * whisper.conv2.stride[0]
+        self.frame_shift = FRAME_SHIFT * whisper.conv1.stride[0] * whisper.conv2.stride[0]
         self.max_frames = whisper.config.max_source_positions * whisper.conv1.stride[0] * whisper.conv2.stride[0]
 
     @property
@@ -257,8 +257,8 @@ class WhisperSpeechEncoder(SpeechEncoder):
                             f"{self.whisper.config.num_mel_bins}), got {tuple(feats.shape)}")
         longest = int(feats_lens.max())
         if longest > self.max_frames:
-            raise MtbiError(f"an utterance of {longest * FEATURE_SHIFT:.2f} s is longer than Whisper's "
-                            f"{self.max_frames * FEATURE_SHIFT:.0f} s input window ({self.max_frames} frames); "
+            raise MtbiError(f"an utterance of {longest * FRAME_SHIFT:.2f} s is longer than Whisper's "
+                            f"{self.max_frames * FRAME_SHIFT:.0f} s input window ({self.max_frames} frames); "
                             "drop or split longer utterances")
         lens = self.output_lengths(feats_lens).to(feats.device)
         if self.trim:

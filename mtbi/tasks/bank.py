@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import yaml
 
@@ -98,9 +99,10 @@ class TaskBank:
         return names
 
 
-def load_task_bank(task_conf: str | Path | None = None) -> TaskBank:
-    """Read ``conf/tasks.yaml`` (or the defaults when None) and the bank it names."""
-    config = load_config(task_conf, TaskConfig) if task_conf else TaskConfig()
+def load_task_bank(task_conf: str | Path | None = None, overrides: Sequence[str] = ()) -> TaskBank:
+    """Read ``conf/tasks.yaml`` (or the defaults when None), with dotted ``overrides``, and the
+    bank it names."""
+    config = load_config(task_conf or None, TaskConfig, overrides)
     bank_path = Path(config.bank) if config.bank else DEFAULT_BANK
     if not bank_path.is_file():
         raise MtbiError(f"{bank_path}: task bank not found (bank: in {task_conf})")

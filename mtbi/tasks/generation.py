@@ -7,7 +7,6 @@ with ``model.generate`` (KV cache on); its answers equal one-by-one generation
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,17 +59,6 @@ def context_length(model_dir: str | Path) -> int | None:
         if isinstance(config.get(key), int):
             return config[key]
     return None
-
-
-def model_fingerprint(model_dir: str | Path) -> str:
-    """A digest of the model dir's files (names, sizes, modification times): it changes when
-    the teacher is retrained or replaced, so targets made by another teacher are redone."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(model_dir).iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            stat = path.stat()
-            digest.update(f"{path.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
 
 
 class HFGenerator:

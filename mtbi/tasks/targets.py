@@ -4,8 +4,8 @@ Which (utterance, task, prompt) pairs are asked is planned deterministically per
 the plan does not depend on sharding. Each shard appends its answers to
 ``shards/targets.<n>.jsonl`` a chunk at a time (flushed and fsynced); a re-run after a kill
 drops a half-written last line, skips what is already answered and generates the rest, so no
-line is lost or duplicated. The merge writes ``targets.jsonl`` sorted by
-(utt, task, prompt_id), one JSON object a line::
+line is lost or duplicated (:func:`mtbi.stage.answer_resumably`). The merge writes
+``targets.jsonl`` sorted by (utt, task, prompt_id), one JSON object a line::
 
     {"utt", "task", "prompt_id", "prompt", "transcript", "response", "teacher", "gen"}
 """
@@ -24,12 +24,17 @@ from transformers import PreTrainedTokenizerBase
 
 from mtbi.data.datadir import draw_utts
 from mtbi.errors import MtbiError
-from mtbi.io import answer_resumably, atomic_write, is_done_with, is_up_to_date, record_key, touch_done
+from mtbi.stage import Step, answer_resumably, atomic_write, merge_step, shard_slice, shard_step
 from mtbi.tasks.bank import TaskBank
 from mtbi.tasks.generation import Generator
 from mtbi.tasks.prompting import normalize_transcript, render_prompt
 
 logger = logging.getLogger(__name__)
+
+
+def record_key(record: dict) -> tuple[str, str, str]:
+    """The (utt, task, prompt_id) key of a targets.jsonl or hyp.jsonl line."""
+    return (record["utt"], record["task"], record["prompt_id"])
 
 
 @dataclass(frozen=True)
@@ -82,15 +87,12 @@ def fit_context(requests: list[TargetRequest], tokenizer: PreTrainedTokenizerBas
 
 def shard_requests(requests: list[TargetRequest], shard: int, num_shards: int) -> list[TargetRequest]:
     """The requests of every ``num_shards``-th utterance, from the ``shard``-th (1-based)."""
-    if not 1 <= shard <= num_shards:
-        raise MtbiError(f"shard {shard} is outside 1..{num_shards}")
-    utts = sorted({r.utt for r in requests})
-    mine = set(utts[shard - 1::num_shards])
+    mine = set(shard_slice(sorted({r.utt for r in requests}), shard, num_shards))
     return [r for r in requests if r.utt in mine]
 
 
-def _shard_paths(out_dir: Path, shard: int) -> tuple[Path, Path]:
-    return out_dir / "shards" / f"targets.{shard}.jsonl", out_dir / "shards" / f".done.{shard}"
+def _shard_file(out_dir: str | Path, shard: int) -> Path:
+    return Path(out_dir) / "shards" / f"targets.{shard}.jsonl"
 
 
 def _plan_digest(requests: Iterable[TargetRequest]) -> str:
@@ -100,26 +102,20 @@ def _plan_digest(requests: Iterable[TargetRequest]) -> str:
     return digest.hexdigest()
 
 
-def shard_stamp(requests: list[TargetRequest], teacher: str, fingerprint: str, gen: dict) -> dict:
-    """What a finished shard records: the teacher (name and model files' fingerprint), its
-    decoding parameters and the plan."""
-    return {"teacher": teacher, "fingerprint": fingerprint, "gen": gen, "plan": _plan_digest(requests)}
-
-
-def is_shard_done(out_dir: str | Path, shard: int, stamp: dict) -> bool:
-    """True when the shard was finished with ``stamp`` (checked before loading a teacher)."""
-    return is_done_with(_shard_paths(Path(out_dir), shard)[1], stamp)
+def targets_shard_step(out_dir: str | Path, shard: int, num_shards: int, requests: list[TargetRequest],
+                       teacher: str, fingerprint: str, gen: dict) -> Step:
+    """The bookkeeping of one shard: it records the teacher (name and model files' fingerprint),
+    its decoding parameters and the plan (checked before loading a teacher)."""
+    stamp = {"teacher": teacher, "fingerprint": fingerprint, "gen": gen, "plan": _plan_digest(requests)}
+    return shard_step(out_dir, shard, num_shards, stamp, outputs=[_shard_file(out_dir, shard)])
 
 
 def generate_targets(requests: list[TargetRequest], generator: Generator, out_dir: str | Path,
-                     shard: int, stamp: dict, chunk_size: int = 256) -> None:
-    """Answer ``requests`` (one shard's) with ``generator`` into the shard file, resumably;
-    ``stamp`` (from :func:`shard_stamp`) identifies the teacher, decoding and plan."""
-    out_dir = Path(out_dir)
-    path, done = _shard_paths(out_dir, shard)
-    if is_done_with(done, stamp):
-        logger.info("targets shard %d already done in %s", shard, out_dir)
-        return
+                     step: Step, chunk_size: int = 256) -> None:
+    """Answer ``requests`` (one shard's) with ``generator`` into the shard file of ``step`` (from
+    :func:`targets_shard_step`), resumably."""
+    stamp = step.stamp
+    path = _shard_file(out_dir, stamp["shard"])
 
     def answer(chunk: list[TargetRequest]) -> list[str]:
         return generator.generate([render_prompt(generator.tokenizer, r.prompt, r.transcript) for r in chunk])
@@ -128,28 +124,24 @@ def generate_targets(requests: list[TargetRequest], generator: Generator, out_di
         return {"utt": r.utt, "task": r.task, "prompt_id": r.prompt_id, "prompt": r.prompt,
                 "transcript": r.transcript, "response": response, "teacher": stamp["teacher"], "gen": stamp["gen"]}
 
-    answer_resumably(path, path.with_name(f"params.{shard}.json"), stamp, requests, answer, record, chunk_size,
-                     f"targets shard {shard}")
-    touch_done(done, stamp)
+    answer_resumably(path, stamp, requests, answer, record, record_key, chunk_size, f"targets shard {stamp['shard']}")
+    step.mark_done()
 
 
 def merge_targets(out_dir: str | Path, num_shards: int, samples_per_task: int = 1) -> int:
     """Merge the shards into ``targets.jsonl``; log a few samples per task; return the count."""
     out_dir = Path(out_dir)
-    shards = [_shard_paths(out_dir, shard) for shard in range(1, num_shards + 1)]
-    for shard, (_, done) in enumerate(shards, 1):
-        if not done.exists():
-            raise MtbiError(f"{done}: targets shard {shard}/{num_shards} is not finished; re-run stage 5")
+    shards = [_shard_file(out_dir, shard) for shard in range(1, num_shards + 1)]
+    target_file = out_dir / "targets.jsonl"
     # Merged already from these very shards: leave targets.jsonl (and what depends on it) alone.
-    merged = {"shards": [json.loads(done.read_text()) for _, done in shards]}
-    marker, target_file = out_dir / ".done", out_dir / "targets.jsonl"
-    if target_file.exists() and is_done_with(marker, merged) and is_up_to_date(marker, [p for p, _ in shards]):
+    step = merge_step(out_dir, num_shards, "targets", 5, outputs=[target_file])
+    if step.is_done():
         with open(target_file, "rb") as f:
             count = sum(1 for _ in f)
         logger.info("%s already merged: %d targets", target_file, count)
         return count
     records = []
-    for path, _ in shards:
+    for path in shards:
         with open(path, encoding="utf-8") as f:
             records += [json.loads(line) for line in f]
     records.sort(key=record_key)
@@ -158,7 +150,7 @@ def merge_targets(out_dir: str | Path, num_shards: int, samples_per_task: int = 
         raise MtbiError(f"{out_dir}: duplicate targets across shards; remove {out_dir}/shards and re-run stage 5")
     with atomic_write(target_file) as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    touch_done(marker, merged)
+    step.mark_done()
     shown: dict[str, int] = {}
     for r in records:
         if shown.get(r["task"], 0) < samples_per_task:

@@ -1,47 +1,32 @@
-"""Stage 4, encoder part: CTC pre-training of the tiny Conformer, or a check of a Whisper dir.
+"""CTC pre-training of a Conformer encoder (stage 4 for kind conformer, :mod:`mtbi.prepare.encoder`).
 
-``conf/encoder_*.yaml`` is an :class:`EncoderPrepConfig`: the :class:`EncoderConfig` keys
-(``kind``, ``n_mels``, ``conformer``, ``model_dir``) plus ``ctc_train`` for kind conformer.
-
-- ``conformer``: train :class:`CtcModel` (the Conformer + a character CTC head) on the
-  features and transcripts of the training set (AdamW, linear warmup then cosine decay,
-  batches bucketed by length, SpecAugment-style time and frequency masks), save it as the
-  encoder dir and score greedy-CTC WER on the evaluation sets (``encoder_report.md``);
-- ``whisper``: check that ``model_dir`` is an HF Whisper dir with ``n_mels`` mel bins (or first
-  convert the CTranslate2 Whisper of ``ct2_packages`` into ``<encoder dir>/whisper``) and write
-  the encoder dir that points to it.
+:class:`CtcModel` (the Conformer + a character CTC head) is trained on the features and
+transcripts of a stage-2 set (AdamW, linear warmup then cosine decay, batches bucketed by length,
+SpecAugment-style time and frequency masks) and scored by greedy-CTC WER.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jiwer
 import torch
 from tqdm import tqdm
 
-from mtbi.config import save_config
+from mtbi.data.audio import FRAME_SHIFT
 from mtbi.data.datadir import read_table
-from mtbi.data.feature_dump import load_features
+from mtbi.data.feature_dump import load_features, pad_features
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write
-from mtbi.models.ctc import VOCABULARY_FILE, CtcModel, build_vocabulary
-from mtbi.models.encoders import (CONFIG_FILE, WEIGHTS_FILE, ConformerSpeechEncoder, EncoderConfig,
-                                  check_whisper_dir)
-from mtbi.models.whisper_ct2 import convert_packaged_whisper
+from mtbi.models.ctc import CtcModel, build_vocabulary
+from mtbi.models.encoders import ConformerConfig, ConformerSpeechEncoder, EncoderConfig
 from mtbi.train.sampler import BucketBatchSampler
 from mtbi.train.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
-
-REPORT_FILE = "encoder_report.md"
-CONVERTED_WHISPER_DIR = "whisper"  # ct2_packages: the HF Whisper dir made in the encoder dir
-
 
 @dataclass(frozen=True)
 class CtcTrainConfig:
@@ -61,17 +46,6 @@ class CtcTrainConfig:
     eval_batch_size: int = 32
     seed: int = 0
     num_threads: int = 1           # torch CPU threads; 0: torch's default (one per core)
-
-
-@dataclass(frozen=True)
-class EncoderPrepConfig(EncoderConfig):
-    """A stage-4 encoder config file: the encoder and how to pre-train it (kind conformer)."""
-
-    ctc_train: CtcTrainConfig = field(default_factory=CtcTrainConfig)
-
-    def encoder_config(self) -> EncoderConfig:
-        """The encoder part alone (what ``encoder.yaml`` records)."""
-        return EncoderConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EncoderConfig)})
 
 
 @dataclass(frozen=True)
@@ -106,9 +80,7 @@ def read_feature_set(feats_dir: str | Path) -> FeatureSet:
 
 def load_batch(features: FeatureSet, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded features ``(B, T, n_mels)`` and lengths ``(B,)`` of the utterances ``indices``."""
-    mats = [torch.tensor(load_features(features.utts[i], features.feats[i])) for i in indices]
-    lens = torch.tensor([m.shape[0] for m in mats])
-    return torch.nn.utils.rnn.pad_sequence(mats, batch_first=True), lens
+    return pad_features([load_features(features.utts[i], features.feats[i]) for i in indices])
 
 
 def warp_mel(feats: torch.Tensor, factor: float) -> torch.Tensor:
@@ -147,17 +119,16 @@ def spec_augment(feats: torch.Tensor, lens: torch.Tensor, seeds: list[int], conf
     return feats
 
 
-def train_ctc(config: EncoderPrepConfig, train: FeatureSet) -> tuple[CtcModel, dict]:
-    """CTC-train a new Conformer on ``train``; return the model and its training report."""
+def train_ctc(encoder: EncoderConfig, cfg: CtcTrainConfig, train: FeatureSet) -> tuple[CtcModel, dict]:
+    """CTC-train a new Conformer of ``encoder`` on ``train``; return the model and its training report."""
     start = time.time()
-    cfg = config.ctc_train
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     vocabulary = build_vocabulary(train.texts)
     if len(vocabulary) < 3:
         raise MtbiError(f"{train.name}: the transcripts have no letters to train a CTC encoder on")
-    model = CtcModel(ConformerSpeechEncoder(config.encoder_config()), vocabulary)
+    model = CtcModel(ConformerSpeechEncoder(encoder), vocabulary)
     targets = [model.text_to_ids(text) for text in train.texts]
     out_frames = model.encoder.output_lengths(torch.tensor(train.num_frames)).tolist()
     # CTC needs at least one output frame per token (more for repeated letters); such
@@ -170,7 +141,7 @@ def train_ctc(config: EncoderPrepConfig, train: FeatureSet) -> tuple[CtcModel, d
     parameters = sum(p.numel() for p in model.parameters())
     logger.info("CTC Conformer: %.2fM parameters, vocabulary of %d, %d of %d training utterances (%.2f h)",
                 parameters / 1e6, len(vocabulary), len(kept), len(train.utts),
-                sum(train.num_frames[i] for i in kept) / 360000)
+                sum(train.num_frames[i] for i in kept) * FRAME_SHIFT / 3600)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, cfg.warmup_steps,
@@ -219,9 +190,8 @@ def evaluate_wer(model: CtcModel, features: FeatureSet, batch_size: int) -> dict
             "example": (refs[min(scored)], hyps[min(scored)])}
 
 
-def report_markdown(report: dict, scores: dict[str, dict], config: EncoderPrepConfig) -> str:
+def report_markdown(report: dict, scores: dict[str, dict], c: ConformerConfig) -> str:
     """The CTC encoder's training summary and WER table."""
-    c = config.conformer
     lines = [f"CTC-pretrained Conformer ({c.num_blocks} blocks x {c.output_size}, {c.input_layer}): "
              f"{report['parameters'] / 1e6:.2f}M parameters, {report['steps']} steps on "
              f"{report['train_utterances']} utterances in {report['train_seconds']:.0f} s "
@@ -230,41 +200,3 @@ def report_markdown(report: dict, scores: dict[str, dict], config: EncoderPrepCo
     for name, s in scores.items():
         lines.append(f"| {name} | {s['utterances']} | {100 * s['wer']:.2f}% | {100 * s['cer']:.2f}% |")
     return "\n".join(lines) + "\n"
-
-
-def prepare_encoder(config: EncoderPrepConfig, out_dir: str | Path, train_dir: str | Path,
-                    eval_dirs: list[str | Path]) -> dict:
-    """Make the encoder dir ``out_dir`` of ``config``; return its report (for a Conformer: the
-    training summary and a WER per evaluation set, also written to ``encoder_report.md``)."""
-    out_dir = Path(out_dir)
-    if config.kind == "whisper":
-        model_dir = Path(config.model_dir) if config.model_dir else \
-            convert_packaged_whisper(config.ct2_packages, out_dir / CONVERTED_WHISPER_DIR)
-        whisper = check_whisper_dir(model_dir)
-        if whisper.num_mel_bins != config.n_mels:
-            raise MtbiError(f"{model_dir}: this Whisper model takes {whisper.num_mel_bins} mel bins, "
-                            f"the encoder config says n_mels {config.n_mels}; make them equal")
-        encoder_config = dataclasses.replace(config.encoder_config(), model_dir=str(model_dir.resolve()),
-                                             ct2_packages=None)
-        # Files of a Conformer made here before would be read as belonging to this encoder.
-        for name in (WEIGHTS_FILE, VOCABULARY_FILE, REPORT_FILE):
-            (out_dir / name).unlink(missing_ok=True)
-        save_config(encoder_config, out_dir / CONFIG_FILE)
-        logger.info("Whisper encoder (%d layers x %d) of %s recorded in %s", whisper.encoder_layers,
-                    whisper.d_model, encoder_config.model_dir, out_dir)
-        return {"model_dir": encoder_config.model_dir}
-    train = read_feature_set(train_dir)
-    eval_sets = [read_feature_set(d) for d in eval_dirs]
-    model, report = train_ctc(config, train)
-    model.save_pretrained(out_dir)
-    scores = {}
-    for features in eval_sets:
-        scores[features.name] = evaluate_wer(model, features, config.ctc_train.eval_batch_size)
-        logger.info("%s: WER %.2f%%, CER %.2f%% (greedy CTC, %d utterances); e.g. ref '%s' hyp '%s'",
-                    features.name, 100 * scores[features.name]["wer"], 100 * scores[features.name]["cer"],
-                    scores[features.name]["utterances"], *scores[features.name]["example"])
-    markdown = report_markdown(report, scores, config)
-    with atomic_write(out_dir / REPORT_FILE) as f:
-        f.write(markdown)
-    logger.info("CTC encoder in %s:\n%s", out_dir, markdown)
-    return {**report, "scores": {name: {k: v for k, v in s.items() if k != "example"} for name, s in scores.items()}}

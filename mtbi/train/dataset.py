@@ -20,7 +20,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from mtbi.data.datadir import read_table
-from mtbi.data.feature_dump import load_features
+from mtbi.data.feature_dump import load_features, pad_features
+from mtbi.data.word_align import WordAlignIndex
 from mtbi.errors import MtbiError
 from mtbi.models.interleave import InterleaveConfig, InterleavePolicy, build_segments
 from mtbi.models.speech_llm import SpeechBatch
@@ -110,14 +111,13 @@ class ImitationDataset(torch.utils.data.Dataset):
             raise MtbiError(f"{self.targets}: no target of the tasks {sorted(wanted)} has features in "
                             f"{self.feats_dir}; check data.tasks and stages 2 and 5")
         interleaving = config.interleave.prob > 0  # word times are read only to interleave
-        self.align_index = _index_word_align(Path(word_align)) if word_align and interleaving else {}
-        self.word_align = Path(word_align) if word_align else None
-        if interleaving and not self.align_index:
+        self.word_align = WordAlignIndex(word_align) if word_align and interleaving else None
+        if interleaving and not self.word_align:
             raise MtbiError(f"interleaving needs word alignments; {word_align} is missing or empty "
                             "(made by stage 3)")
         logger.info("%s: %d examples of %d tasks (%s left out)", self.targets, len(self.offsets), len(wanted),
                     ", ".join(f"{v} {k}" for k, v in counts.items()))
-        self._targets_file = self._align_file = None
+        self._targets_file = None
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -128,17 +128,6 @@ class ImitationDataset(torch.utils.data.Dataset):
         self._targets_file.seek(self.offsets[index])
         return json.loads(self._targets_file.readline())
 
-    def word_times(self, utt: str) -> list[tuple[float, float]] | None:
-        """(start, end) of each word of ``utt`` from word_align; None when it has none."""
-        if utt not in self.align_index:
-            return None
-        if self._align_file is None:
-            self._align_file = open(self.word_align, "rb")
-        offset, count = self.align_index[utt]
-        self._align_file.seek(offset)
-        lines = [self._align_file.readline().split() for _ in range(count)]
-        return [(float(parts[1]), float(parts[2])) for parts in lines]
-
     def __getitem__(self, item: tuple[int, int]) -> Example:
         index, seed = item
         record = self._record(index)
@@ -146,7 +135,7 @@ class ImitationDataset(torch.utils.data.Dataset):
         tokens = tokenize_prompt(self.tokenizer, record["prompt"], transcript)
         replaced = [True] * tokens.num_words
         if self.config.interleave.prob > 0:
-            times = self.word_times(record["utt"])
+            times = self.word_align.times(record["utt"])
             if times is not None and len(times) == tokens.num_words:
                 replaced = self.policy.choose(tokens.num_words, random.Random(seed))
         else:
@@ -158,27 +147,8 @@ class ImitationDataset(torch.utils.data.Dataset):
         return Example(record["utt"], record["task"], feats, segments, response, tokens.ids, self.encoded)
 
 
-def _index_word_align(path: Path) -> dict[str, tuple[int, int]]:
-    """utt -> (byte offset of its first line, number of lines) in a word_align file."""
-    if not path.is_file():
-        return {}
-    index: dict[str, tuple[int, int]] = {}
-    with open(path, "rb") as f:
-        offset = 0
-        for line in f:
-            utt = line.split(maxsplit=1)[0].decode() if line.strip() else None
-            if utt is not None:
-                start, count = index.get(utt, (offset, 0))
-                index[utt] = (start, count + 1)
-            offset += len(line)
-    return index
-
-
 def collate(examples: list[Example], with_text_prompts: bool = False) -> SpeechBatch:
     """Pad the features of ``examples`` into one :class:`SpeechBatch`."""
-    lens = torch.tensor([e.feats.shape[0] for e in examples])
-    feats = torch.zeros(len(examples), int(lens.max()), examples[0].feats.shape[1])
-    for i, e in enumerate(examples):
-        feats[i, :e.feats.shape[0]] = torch.tensor(e.feats)
+    feats, lens = pad_features([e.feats for e in examples])
     return SpeechBatch(feats, lens, [e.segments for e in examples], [e.response for e in examples],
                        [e.text_prompt for e in examples] if with_text_prompts else None, examples[0].encoded)

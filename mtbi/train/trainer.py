@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,52 +30,15 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_dir, atomic_write, touch_done
-from mtbi.models.speech_llm import SpeechLLM, SpeechLLMConfig
-from mtbi.train.dataset import DataConfig, ImitationDataset, collate
+from mtbi.models.speech_llm import SpeechLLM
+from mtbi.stage import Step, atomic_dir, atomic_write
+from mtbi.train import sllm_dir
+from mtbi.train.config import PRECISIONS, TrainConfig
+from mtbi.train.dataset import ImitationDataset, collate
 from mtbi.train.sampler import BucketBatchSampler, padding_fraction
 from mtbi.train.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = {"float32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """``optim`` in a training config: AdamW with linear warmup and cosine decay to 0."""
-
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    max_steps: int = 1000
-    batch_size: int = 32      # examples per micro-batch, all ranks together
-    accum_grad: int = 1       # micro-batches per optimizer step
-    grad_clip: float = 1.0
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """A training config (``conf/train_*.yaml``)."""
-
-    model: SpeechLLMConfig = field(default_factory=SpeechLLMConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    ce_weight: float = 1.0
-    kl_weight: float = 0.0         # > 0: add KL to the frozen LLM's logits on the transcript
-    seed: int = 0
-    precision: str = "float32"     # bf16 or fp16: autocast on GPUs (ignored on CPU)
-    log_interval: int = 10
-    save_interval: int = 200       # checkpoint and validation loss every so many steps
-    keep_checkpoints: int = 2
-    valid_examples: int = 256      # validation loss on the first so many validation examples
-    bucketing: bool = True
-    num_workers: int = 1
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise MtbiError(f"precision '{self.precision}': use one of {', '.join(PRECISIONS)}")
-
 
 @dataclass(frozen=True)
 class Distributed:
@@ -104,12 +67,12 @@ def init_distributed(device: torch.device) -> Distributed:
 
 class Trainer:
     """Trains ``model`` on ``train_set`` (validation loss on ``valid_set``) into ``out_dir``;
-    ``stamp`` is written to ``.done`` at the end."""
+    ``done`` (the stage's bookkeeping) is marked done at the end."""
 
     def __init__(self, model: SpeechLLM, config: TrainConfig, train_set: ImitationDataset,
                  valid_set: ImitationDataset | None, out_dir: str | Path, device: torch.device,
-                 ddp: Distributed = Distributed(), stamp: dict | None = None) -> None:
-        self.stamp = stamp or {}
+                 ddp: Distributed = Distributed(), done: Step | None = None) -> None:
+        self.done = done
         self.model, self.config, self.out_dir = model.to(device), config, Path(out_dir)
         self.train_set, self.valid_set, self.device, self.ddp = train_set, valid_set, device, ddp
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -130,28 +93,19 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
     # -- checkpoints -------------------------------------------------------------------------
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.out_dir / "checkpoints"
-
-    def checkpoints(self) -> list[Path]:
-        """Complete checkpoints, oldest first."""
-        found = [p for p in self.checkpoint_dir.glob("step_*") if (p / "trainer_state.json").is_file()]
-        return sorted(found, key=lambda p: int(p.name.split("_")[1]))
-
     def save_checkpoint(self) -> None:
         """Write ``checkpoints/step_<N>`` (rank 0 the weights and optimizer, every rank its RNG)."""
-        path = self.checkpoint_dir / f"step_{self.step:07d}"
+        path = sllm_dir.checkpoint_path(self.out_dir, self.step)
         rng_file = f"rng.{self.ddp.rank}.pt"
         if self.ddp.world_size > 1:  # every rank writes its RNG state before rank 0 finishes the dir
-            staging = self.checkpoint_dir / f".rng_step_{self.step:07d}"
+            staging = path.with_name(f".rng_{path.name}")
             staging.mkdir(parents=True, exist_ok=True)
             torch.save(_rng_state(), staging / rng_file)
             dist.barrier()
         if self.ddp.is_main:
             with atomic_dir(path) as tmp:
                 save_file({k: v.contiguous().cpu() for k, v in self.model.trainable_state_dict().items()},
-                          tmp / "model.safetensors")
+                          tmp / sllm_dir.WEIGHTS_FILE)
                 torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                             "scaler": self.scaler.state_dict() if self.scaler else None}, tmp / "optimizer.pt")
                 if self.ddp.world_size > 1:
@@ -160,23 +114,22 @@ class Trainer:
                     staging.rmdir()
                 else:
                     torch.save(_rng_state(), tmp / rng_file)
-                (tmp / "trainer_state.json").write_text(json.dumps({
-                    "step": self.step, "world_size": self.ddp.world_size,
-                    "train_seconds": round(self.train_seconds, 1)}))
-            for old in self.checkpoints()[:-self.config.keep_checkpoints]:
+                sllm_dir.write_trainer_state(tmp, {"step": self.step, "world_size": self.ddp.world_size,
+                                                   "train_seconds": round(self.train_seconds, 1)})
+            for old in sllm_dir.checkpoints(self.out_dir)[:-self.config.keep_checkpoints]:
                 shutil.rmtree(old)
         if self.ddp.world_size > 1:
             dist.barrier()
 
     def resume(self) -> None:
         """Load the last complete checkpoint, if any, and drop loss lines logged after it."""
-        found = self.checkpoints()
+        found = sllm_dir.checkpoints(self.out_dir)
         if not found:
             return
         path = found[-1]
-        state = json.loads((path / "trainer_state.json").read_text())
+        state = sllm_dir.read_trainer_state(path)
         self.model.load_trainable_state_dict(
-            {k: v.to(self.device) for k, v in load_file(path / "model.safetensors").items()}, str(path))
+            {k: v.to(self.device) for k, v in load_file(path / sllm_dir.WEIGHTS_FILE).items()}, str(path))
         saved = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
@@ -254,7 +207,7 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, optim.grad_clip)
             if not torch.isfinite(grad_norm):
                 raise MtbiError(f"the gradient is not finite at step {self.step + 1} (loss diverged); lower "
-                                f"optim.learning_rate or use precision bf16; checkpoints are in {self.checkpoint_dir}")
+                                f"optim.learning_rate or use precision bf16; checkpoints are in {self.out_dir / sllm_dir.CHECKPOINT_DIR}")
             if self.scaler:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
@@ -318,15 +271,17 @@ class Trainer:
             _append_line(self.out_dir / "losses.jsonl", {"step": self.step, "valid_loss": round(loss, 5)})
 
     def finish(self) -> None:
-        """Write the final weights, the loss curve and ``.done`` with ``self.stamp`` (rank 0)."""
+        """Write the final weights, the loss curve and mark ``self.done`` (rank 0)."""
         if not self.ddp.is_main:
             return
-        last = self.checkpoints()[-1]
-        shutil.copyfile(last / "model.safetensors", self.out_dir / ".model.safetensors.tmp")
-        os.replace(self.out_dir / ".model.safetensors.tmp", self.out_dir / "model.safetensors")
+        weights = sllm_dir.weights_path(self.out_dir)
+        last = sllm_dir.checkpoints(self.out_dir)[-1]
+        with atomic_write(weights, "wb") as f:
+            f.write((last / sllm_dir.WEIGHTS_FILE).read_bytes())
         plot_losses(self.out_dir / "losses.jsonl", self.out_dir / "loss_curve.png")
-        touch_done(self.out_dir / ".done", self.stamp)
-        logger.info("training done: %s (step %d), loss curve %s", self.out_dir / "model.safetensors",
+        if self.done:
+            self.done.mark_done()
+        logger.info("training done: %s (step %d), loss curve %s", weights,
                     self.step, self.out_dir / "loss_curve.png")
 
 

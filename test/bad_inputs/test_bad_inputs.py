@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-
 from conftest import CV_HEADER, tone, write_cv_tsv
+from sllm_fixtures import make_imitation_data, make_model_dirs
+
 from mtbi.cli import run_main
 from mtbi.data.datadir import read_table
-from sllm_fixtures import make_imitation_data, make_model_dirs
 
 
 def run_stage(module: str, *argv: str | Path) -> tuple[int, str]:
@@ -36,7 +36,7 @@ def run_stage(module: str, *argv: str | Path) -> tuple[int, str]:
     status = 0
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stderr):
         try:
-            run_main(entry.build_parser, entry.main, [str(a) for a in argv])
+            run_main(entry.build_parser, entry.main, [str(a) for a in argv], getattr(entry, "CONFIG", None))
         except SystemExit as exit_:
             status = int(exit_.code or 0)
     return status, stderr.getvalue()
@@ -238,7 +238,7 @@ def test_stage2_disk_full_is_one_line_and_a_rerun_completes(data_dir: Path, tmp_
                "--shard", "2", "--num_shards", "2"]
     full = subprocess.run(command, capture_output=True, text=True, preexec_fn=_limit_file_size)
     assert_one_line_error((full.returncode, full.stderr), r"File too large; free disk space .* re-run the stage")
-    assert not (out / "shards" / ".done.2").exists() and not list((out / "shards").glob(".*.tmp"))
+    assert not (out / "shards" / ".2.done").exists() and not list((out / "shards").glob(".*.tmp"))
     assert digest(*sorted((out / "shards").glob("*.1*"))) == shard1
     assert _extract(data_dir, out, 2, 2)[0] == 0
     for name in ("feats.2.scp", "utt2num_frames.2", "skipped.2"):
@@ -346,10 +346,9 @@ def test_stage5_teacher_dir_without_tokenizer_is_one_line(models: dict[str, Path
     shutil.copytree(models["teacher"], teacher)
     for name in ("tokenizer.json", "tokenizer.model", "vocab.json"):
         (teacher / name).unlink(missing_ok=True)
-    conf = tmp_path / "teacher.yaml"
-    conf.write_text(models["teacher_conf"].read_text().replace(str(models["teacher"]), str(teacher)))
     assert_one_line_error(run_stage("make_targets", "--data_dir", models["text_dir"], "--out_dir", tmp_path / "t",
-                                    "--teacher_conf", conf), r"teacher: no tokenizer .*save the tokenizer")
+                                    "--teacher_conf", models["teacher_conf"], "--set", f"model_dir={teacher}"),
+                          r"teacher: no tokenizer .*save the tokenizer")
 
 
 @pytest.mark.parametrize("content, pattern", [

@@ -18,11 +18,10 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from mtbi.data.mini_corpus import generate_sentences, load_lexicon
+from mtbi.mini.corpus import generate_sentences, load_lexicon
+from mtbi.mini.tiny_teacher import TinyTeacherConfig, _tokenize, build_tokenizer, pack_examples, packed_losses, rule_example, rule_examples
 from mtbi.tasks.bank import load_task_bank
 from mtbi.tasks.prompting import fill_prompt, normalize_transcript, render_prompt
-from mtbi.tasks.tiny_teacher import (TinyTeacherConfig, _tokenize, build_tokenizer, pack_examples, packed_losses,
-                                     rule_example, rule_examples)
 
 
 def padded_loss(model: LlamaForCausalLM, tokenized: list[tuple[list[int], int]], pad_id: int) -> torch.Tensor:

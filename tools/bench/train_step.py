@@ -26,9 +26,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from mtbi.config import load_config
 from mtbi.models.speech_llm import build_speech_llm
 from mtbi.tasks.bank import load_task_bank
+from mtbi.train.config import TrainConfig
 from mtbi.train.dataset import ImitationDataset, collate
 from mtbi.train.sampler import BucketBatchSampler, padding_fraction
-from mtbi.train.trainer import TrainConfig
 
 
 def synchronize(device: torch.device) -> None:

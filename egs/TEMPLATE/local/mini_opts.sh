@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by run.sh when it runs on the synthetic mini corpus, with run.sh's own arguments: sets
 # mini_opts, the mtbi.sh options that size the run for 2 CPU cores. run.sh passes them before its
 # arguments, so an option given to run.sh wins. A real corpus uses the defaults of mtbi.sh.
@@ -13,6 +14,7 @@ for ((i = 1; i <= $#; i++)); do
         --config_set=*|--config-set=*) mini_config_set=${!i#*=} ;;
     esac
 done
+# shellcheck disable=SC2034  # mini_opts is read by run.sh, which sources this file
 case "${mini_config_set}" in
     smol) mini_opts=(--gen_opts "--max_utts 100" --gen_valid_opts "--max_utts 8" --bench_opts "--max_utts 10"
                      --gen_nj 2 --system_nj 2) ;;

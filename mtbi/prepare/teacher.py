@@ -10,17 +10,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_write
+from mtbi.mini.tiny_teacher import TinyTeacherConfig, train_tiny_teacher
 from mtbi.packaged import find_packaged_file
+from mtbi.stage import Step, atomic_write, marker, read_stamp
 from mtbi.tasks.bank import TaskBank
 from mtbi.tasks.generation import GenerationParams, check_model_dir
-from mtbi.tasks.tiny_teacher import TinyTeacherConfig, train_tiny_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +59,22 @@ def teacher_dir(config: TeacherConfig, exp_teacher_dir: str | Path) -> Path:
     return Path(exp_teacher_dir)
 
 
+def teacher_step(config: TeacherConfig, out_dir: str | Path, bank: TaskBank, train_texts: list[str]) -> Step:
+    """Stage 4's bookkeeping of the teacher in ``out_dir``: made from ``config``, the task bank and
+    the training transcripts (which only the tiny teacher learns from)."""
+    stamp = {"config": asdict(config), "bank": asdict(bank.config),
+             "train_text": hashlib.sha256("\n".join(train_texts).encode()).hexdigest()}
+    return Step(marker(out_dir), stamp)
+
+
 def check_prepared_with(exp_teacher_dir: str | Path, config: TeacherConfig) -> None:
     """Fail unless stage 4 prepared ``exp_teacher_dir`` with this teacher config (its
     ``generation`` part aside, which only stage 5 uses)."""
-    done = Path(exp_teacher_dir) / ".done"
-    if not done.is_file():
+    done = marker(exp_teacher_dir)
+    stamp = read_stamp(done)
+    if stamp is None:
         raise MtbiError(f"{done} is missing; run stage 4 (the teacher) first")
-    prepared = json.loads(done.read_text(encoding="utf-8")).get("config", {})
+    prepared = stamp.get("config", {})
     current = asdict(config)
     if {k: v for k, v in prepared.items() if k != "generation"} != \
             {k: v for k, v in current.items() if k != "generation"}:

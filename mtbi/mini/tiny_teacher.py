@@ -10,7 +10,6 @@ any other teacher.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import string
 import time
@@ -24,10 +23,11 @@ from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mtbi.errors import MtbiError
+from mtbi.mini.rules import rule_answer
 from mtbi.tasks.bank import TaskBank
 from mtbi.tasks.generation import GenerationParams, HFGenerator
-from mtbi.tasks.mini_rules import rule_answer
 from mtbi.tasks.prompting import fill_prompt, normalize_transcript, render_prompt
+from mtbi.train.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +180,8 @@ def train_tiny_teacher(train_texts: list[str], eval_texts: list[str], bank: Task
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None))
     logger.info("tiny teacher: %.2fM parameters, vocabulary %d", model.num_parameters() / 1e6, len(tokenizer))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
-        (step + 1) / config.warmup_steps,
-        0.5 * (1 + math.cos(math.pi * min(1.0, step / config.steps)))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, config.warmup_steps, config.steps, decay_start=0))
 
     # A share of each batch (loss_sampling) is drawn in proportion to each task's recent answer
     # loss, so tasks not learned yet get more of the steps; the rest keeps every task in view.

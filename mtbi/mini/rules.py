@@ -1,6 +1,6 @@
 """The right answer of each task for a sentence of the mini corpus, by rule.
 
-Mini sentences follow one grammar (see ``mtbi/data/mini_lexicon.yaml``)::
+Mini sentences follow one grammar (see ``mtbi/mini/lexicon.yaml``)::
 
     the <adjective> <subject> <verb> <number> <color> <object> in the <place> [<time>]
 
@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from mtbi.data.mini_corpus import load_lexicon
 from mtbi.errors import MtbiError
+from mtbi.mini.corpus import load_lexicon
 from mtbi.tasks.prompting import normalize_transcript
 
 

@@ -1,6 +1,6 @@
 """The synthetic mini corpus: espeak-ng speech in the real LibriSpeech or Common Voice layout.
 
-Sentences come from a small grammar (``mini_lexicon.yaml``); every utterance is spoken by
+Sentences come from a small grammar (``lexicon.yaml``); every utterance is spoken by
 one of several espeak-ng voices at its own speed and pitch, with word start/end times from
 the synthesizer written as CTM (``<recording> 1 <start> <duration> <word>``, recording = audio
 file stem, words = the transcript's whitespace tokens). Output is deterministic for a seed.
@@ -21,7 +21,6 @@ Common Voice layout (returns ``<out>/cv-corpus-mini/en``, the value ``COMMONVOIC
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import multiprocessing
 import random
@@ -34,13 +33,13 @@ import soxr
 import yaml
 from tqdm import tqdm
 
-from mtbi.data.tts import Synthesizer, Voice
 from mtbi.errors import MtbiError
-from mtbi.io import atomic_dir
+from mtbi.mini.tts import Synthesizer, Voice
+from mtbi.stage import Step, atomic_dir, marker
 
 logger = logging.getLogger(__name__)
 
-LEXICON_PATH = Path(__file__).with_name("mini_lexicon.yaml")
+LEXICON_PATH = Path(__file__).with_name("lexicon.yaml")
 SPLITS = ("train", "dev", "test")
 LIBRISPEECH_PARTS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
 CV_COLUMNS = ("client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes",
@@ -83,7 +82,7 @@ SPEAKERS: dict[str, list[MiniSpeaker]] = {
 
 
 def load_lexicon(path: Path = LEXICON_PATH) -> dict:
-    """The mini grammar's word classes (see ``mini_lexicon.yaml``)."""
+    """The mini grammar's word classes (see ``lexicon.yaml``)."""
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f)
 
@@ -148,11 +147,10 @@ def make_mini_corpus(out_dir: str | Path, layout: str, sizes: dict[str, int], se
     root = top if layout == "librispeech" else top / "en"
     params = {"layout": layout, "sizes": sizes, "seed": seed,
               "speakers": {s: [asdict(m) for m in SPEAKERS[s]] for s in SPLITS}}
-    manifest = top / "mini_corpus.json"
-    if manifest.is_file() and json.loads(manifest.read_text()) == params:
-        logger.info("mini corpus already built in %s", top)
+    step = Step(marker(top), params)
+    if step.skip(f"mini corpus already built in {top}"):
         return root
-    if top.exists() and not manifest.is_file():
+    if top.exists() and not step.path.is_file():
         raise MtbiError(f"{top} exists and is not a mini corpus; choose another --mini_dir")
 
     rng = random.Random(seed)
@@ -172,7 +170,7 @@ def make_mini_corpus(out_dir: str | Path, layout: str, sizes: dict[str, int], se
             jobs = writer.plan(split, plan[split])
             ctm = _run_jobs(jobs, nj, desc=f"synthesizing {split}")
             writer.finish(split, ctm)
-        (tmp / manifest.name).write_text(json.dumps(params, indent=1))
+        step.mark_done(inside=tmp)
     logger.info("mini corpus (%s layout) written to %s: %s utterances", layout, root,
                 ", ".join(f"{sizes[s]} {s}" for s in SPLITS))
     return root

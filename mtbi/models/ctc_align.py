@@ -8,20 +8,17 @@ character to the end of the last frame of its last character.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
-import kaldiio
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from mtbi.data.datadir import read_table
+from mtbi.data.feature_dump import load_feature_batch
 from mtbi.data.word_align import AlignmentError, WordSpan
 from mtbi.errors import MtbiError
-
-if TYPE_CHECKING:
-    from mtbi.models.ctc import CtcModel
-
-WORD_SEPARATOR = "|"
+from mtbi.models.ctc import WORD_SEPARATOR, CtcModel
 
 
 def required_frames(targets: Sequence[int]) -> int:
@@ -125,7 +122,7 @@ def align_with_ctc(model: CtcModel, feats_dir: str | Path, texts: Mapping[str, s
     if WORD_SEPARATOR not in model.vocabulary:
         raise MtbiError(f"the CTC model's vocabulary has no word separator '{WORD_SEPARATOR}'")
     separator = model.vocabulary.index(WORD_SEPARATOR)
-    feats = kaldiio.load_scp(str(feats_scp))
+    feats = read_table(feats_scp)
     model.to(device).eval()
 
     spans: dict[str, list[WordSpan]] = {}
@@ -146,9 +143,7 @@ def align_with_ctc(model: CtcModel, feats_dir: str | Path, texts: Mapping[str, s
     with tqdm(total=len(order), desc="CTC alignment", unit="utt", mininterval=2.0) as progress:
         for begin in range(0, len(order), batch_size):
             batch = order[begin:begin + batch_size]
-            mats = [torch.tensor(feats[utt], dtype=torch.float32) for utt in batch]
-            lens = torch.tensor([m.shape[0] for m in mats])
-            padded = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
+            padded, lens = load_feature_batch(feats, batch)
             with torch.inference_mode():
                 log_probs, out_lens = model.log_probs(padded.to(device), lens.to(device))
             log_probs, out_lens = log_probs.float().cpu(), out_lens.cpu()

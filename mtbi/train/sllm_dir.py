@@ -1,0 +1,109 @@
+"""The trained-SLLM directory: stage 6 writes it, stage 7 (and users) read it; this module is its
+one owner::
+
+    <model dir>/config.yaml           the resolved config: train (TrainConfig), teacher, encoder_dir, llm_dir
+    <model dir>/model.safetensors     the final trainable weights (connector, LoRA, the encoder if trained)
+    <model dir>/checkpoints/step_<N>/ model.safetensors, optimizer.pt, rng.<rank>.pt, trainer_state.json
+    <model dir>/losses.jsonl, loss_curve.png, tensorboard/, .done
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import yaml
+from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerBase
+
+from mtbi.config import from_dict
+from mtbi.errors import MtbiError
+from mtbi.models.speech_llm import SpeechLLM, build_speech_llm
+from mtbi.stage import atomic_write
+from mtbi.train.config import TrainConfig
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+CHECKPOINT_DIR = "checkpoints"
+TRAINER_STATE = "trainer_state.json"  # written last: a checkpoint without it is incomplete
+
+
+def resolved_config(config: TrainConfig, teacher: str, encoder_dir: str | Path, llm_dir: str | Path) -> dict:
+    """What ``config.yaml`` records: the training config, the teacher's name and the encoder and
+    LLM dirs the SLLM is built from."""
+    return {"train": dataclasses.asdict(config), "teacher": teacher,
+            "encoder_dir": str(Path(encoder_dir).resolve()), "llm_dir": str(Path(llm_dir).resolve())}
+
+
+def write_config(model_dir: str | Path, resolved: dict) -> None:
+    """Write ``config.yaml``."""
+    with atomic_write(Path(model_dir) / CONFIG_FILE) as f:
+        yaml.safe_dump(resolved, f, sort_keys=False)
+
+
+def read_config(model_dir: str | Path) -> dict:
+    """The resolved config of ``config.yaml``."""
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise MtbiError(f"{path} is missing; it is made by stage 6 (training)")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def check_same_config(model_dir: str | Path, resolved: dict) -> None:
+    """Refuse to resume checkpoints that another config wrote."""
+    model_dir = Path(model_dir)
+    if (model_dir / CONFIG_FILE).is_file() and (model_dir / CHECKPOINT_DIR).is_dir():
+        if read_config(model_dir) != resolved:
+            raise MtbiError(f"{model_dir} holds checkpoints of another config ({model_dir / CONFIG_FILE}); "
+                            "remove the dir or train under another tag")
+
+
+def checkpoint_path(model_dir: str | Path, step: int) -> Path:
+    """The checkpoint dir of ``step``."""
+    return Path(model_dir) / CHECKPOINT_DIR / f"step_{step:07d}"
+
+
+def checkpoints(model_dir: str | Path) -> list[Path]:
+    """The complete checkpoints of ``model_dir``, oldest first."""
+    found = [p for p in (Path(model_dir) / CHECKPOINT_DIR).glob("step_*") if (p / TRAINER_STATE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def write_trainer_state(checkpoint: Path, state: dict) -> None:
+    """Write a checkpoint's ``trainer_state.json`` (step, world size, training seconds)."""
+    (checkpoint / TRAINER_STATE).write_text(json.dumps(state))
+
+
+def read_trainer_state(checkpoint: Path) -> dict:
+    """A checkpoint's ``trainer_state.json``."""
+    return json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+
+
+def training_summary(model_dir: str | Path) -> tuple[int | None, float | None]:
+    """(steps, training seconds) of the last checkpoint; (None, None) without one."""
+    found = checkpoints(model_dir)
+    if not found:
+        return None, None
+    state = read_trainer_state(found[-1])
+    return state["step"], state.get("train_seconds")
+
+
+def weights_path(model_dir: str | Path, checkpoint: str | None = None) -> Path:
+    """The final weights, or those of ``checkpoints/<checkpoint>``."""
+    model_dir = Path(model_dir)
+    return model_dir / CHECKPOINT_DIR / checkpoint / WEIGHTS_FILE if checkpoint else model_dir / WEIGHTS_FILE
+
+
+def load_sllm(model_dir: str | Path, checkpoint: str | None = None,
+              device: str = "cpu") -> tuple[SpeechLLM, PreTrainedTokenizerBase]:
+    """The SLLM trained in ``model_dir`` (its final weights, or those of ``checkpoints/<checkpoint>``),
+    in eval mode on ``device``."""
+    weights = weights_path(model_dir, checkpoint)
+    resolved = read_config(model_dir)
+    if not weights.is_file():
+        raise MtbiError(f"{weights} is missing; it is made by stage 6 (training)")
+    config = from_dict(TrainConfig, resolved["train"], str(Path(model_dir) / CONFIG_FILE))
+    model, tokenizer = build_speech_llm(config.model, resolved["encoder_dir"], resolved["llm_dir"])
+    model.load_trainable_state_dict(load_file(weights), str(weights))
+    return model.to(device).eval(), tokenizer

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Lint: ruff (settings in ruff.toml) on the Python of mtbi/, tools/ and test/, and ShellCheck
+# (settings in .shellcheckrc) on the shell scripts. .ci/run runs it before the tests; both tools
+# come with `pip install -e .[test]` (tools/install.sh).
+set -euo pipefail
+root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
+cd "${root}"
+bin=tools/venv/bin
+
+"${bin}/ruff" check mtbi tools test
+# The recipes' own scripts (their links to TEMPLATE are the same files) and the project's.
+mapfile -t scripts < <(find egs -name '*.sh' -not -type l | sort)
+"${bin}/shellcheck" "${scripts[@]}" tools/install.sh tools/lint.sh test/run.sh .ci/run
+echo "lint: ruff and shellcheck passed (${#scripts[@]} recipe scripts)"
