@@ -71,12 +71,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "data": data, "encoder": encoder_dir, "teacher_conf": teacher_conf}
 
 
-def write_config(path: Path, **optim) -> Path:
+def write_config(path: Path, log_interval: int = 1, **optim) -> Path:
     config = {"model": {"connector": {"kind": "conv", "stride": 2, "hidden_size": 32}},
               "data": {"tasks": ["transcription", "qa_subject", "qa_color", "continuation"],
                        "interleave": {"prob": 0.5}},
               "optim": {"learning_rate": 0.01, "warmup_steps": 2, "max_steps": 6, "batch_size": 4, **optim},
-              "log_interval": 1, "save_interval": 2, "valid_examples": 8, "num_workers": 0}
+              "log_interval": log_interval, "save_interval": 2, "valid_examples": 8, "num_workers": 0}
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -97,11 +97,13 @@ def losses(out_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_training_resumes_after_kill_with_the_same_loss_curve(setup: dict, tmp_path: Path) -> None:
-    config = write_config(tmp_path / "train.yaml", max_steps=40)
+    # Loss lines every 3 steps, checkpoints every 2: the log window under way at a checkpoint must
+    # survive the kill, or the first line after the resume averages fewer steps.
+    config = write_config(tmp_path / "train.yaml", log_interval=3, max_steps=40)
     straight = tmp_path / "straight"
     subprocess.run([sys.executable, *train_command(setup, config, straight)], check=True, capture_output=True)
     assert (straight / "model.safetensors").is_file() and (straight / "loss_curve.png").stat().st_size > 1000
-    assert len([r for r in losses(straight) if "loss" in r]) == 40
+    assert [r["step"] for r in losses(straight) if "loss" in r] == [*range(3, 40, 3), 40]
 
     killed = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, *train_command(setup, config, killed)],
@@ -126,6 +128,17 @@ def test_training_resumes_after_kill_with_the_same_loss_curve(setup: dict, tmp_p
     refused = subprocess.run([sys.executable, *train_command(setup, other, killed)], capture_output=True, text=True)
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1].startswith(f"ERROR: {killed} holds checkpoints of another config")
+
+
+def test_loss_lines_of_a_run_killed_before_its_first_checkpoint_are_not_repeated(setup: dict, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "train.yaml", max_steps=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    # As a run killed after its step-2 validation, before the step-2 checkpoint, leaves it.
+    (out / "losses.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "valid_loss": 9.0}\n')
+    subprocess.run([sys.executable, *train_command(setup, config, out)], check=True, capture_output=True)
+    steps = [(r["step"], "valid_loss" in r) for r in losses(out)]
+    assert steps == [(1, False), (2, False), (2, True)] and 9.0 not in [r.get("loss") for r in losses(out)]
 
 
 @pytest.mark.slow

@@ -43,8 +43,6 @@ class EncoderPrepConfig(EncoderConfig):
         return EncoderConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EncoderConfig)})
 
 
-
-
 def prepare_encoder(config: EncoderPrepConfig, out_dir: str | Path, train_dir: str | Path,
                     eval_dirs: list[str | Path]) -> dict:
     """Make the encoder dir ``out_dir`` of ``config``; return its report (for a Conformer: the

@@ -3,7 +3,8 @@ one owner::
 
     <model dir>/config.yaml           the resolved config: train (TrainConfig), teacher, encoder_dir, llm_dir
     <model dir>/model.safetensors     the final trainable weights (connector, LoRA, the encoder if trained)
-    <model dir>/checkpoints/step_<N>/ model.safetensors, optimizer.pt, rng.<rank>.pt, trainer_state.json
+    <model dir>/checkpoints/step_<N>/ model.safetensors, optimizer.pt, trainer_state.json, and per rank
+                                      rng.<rank>.pt (its RNG state and loss-log window)
     <model dir>/losses.jsonl, loss_curve.png, tensorboard/, .done
 """
 

@@ -4,9 +4,10 @@ Step-based: each optimizer step takes ``accum_grad`` global micro-batches of ``b
 examples (split over the ranks). Losses are sums over the response tokens divided by the
 token count of the whole step on all ranks, so N ranks compute exactly the gradient of one
 process on the same global batch. Every ``save_interval`` steps a checkpoint is written
-(trainable weights as safetensors, optimizer/scheduler/RNG state loaded back with
-``torch.load(weights_only=True)``); a re-run resumes from the last one and continues the same
-loss curve, since the data order and the interleaving draws depend only on the step.
+(trainable weights as safetensors; optimizer and scheduler state, and per rank the RNG state and
+the sums of the loss-log window under way, loaded back with ``torch.load(weights_only=True)``); a
+re-run resumes from the last one and continues the same loss curve, since the data order and the
+interleaving draws depend only on the step.
 
 Writes, under ``out_dir``: ``config.yaml`` (the resolved config), ``checkpoints/step_<N>/``,
 ``losses.jsonl``, ``tensorboard/``, ``loss_curve.png``, ``model.safetensors`` and ``.done``.
@@ -21,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,6 +40,29 @@ from mtbi.train.sampler import BucketBatchSampler, padding_fraction
 from mtbi.train.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
+
+@dataclass
+class LogWindow:
+    """The sums behind the next loss line: the window's loss sums (this rank's) and response
+    tokens (all ranks'); a checkpoint keeps them, so a resumed run logs the losses of an
+    uninterrupted one. Throughput counts this process's part of the window only."""
+
+    ce: float = 0.0
+    kl: float = 0.0
+    tokens: float = 0.0
+    timed_tokens: float = 0.0
+    frames: int = 0
+    start: float = field(default_factory=time.time)
+
+    def sums(self) -> torch.Tensor:
+        """What a checkpoint keeps (float64: exact for these sums)."""
+        return torch.tensor([self.ce, self.kl, self.tokens], dtype=torch.float64)
+
+    @classmethod
+    def from_sums(cls, sums: torch.Tensor) -> LogWindow:
+        ce, kl, tokens = sums.tolist()
+        return cls(ce, kl, tokens)
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -83,6 +107,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: warmup_cosine(step, config.optim.warmup_steps, config.optim.max_steps))
         self.step = 0
+        self.window = LogWindow()
         self.train_seconds = 0.0  # wall time spent training, summed over resumed runs
         self.wrapped = model
         if ddp.world_size > 1:
@@ -94,13 +119,15 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Write ``checkpoints/step_<N>`` (rank 0 the weights and optimizer, every rank its RNG)."""
+        """Write ``checkpoints/step_<N>`` (rank 0 the weights and optimizer, every rank its RNG and
+        loss-log window)."""
         path = sllm_dir.checkpoint_path(self.out_dir, self.step)
         rng_file = f"rng.{self.ddp.rank}.pt"
-        if self.ddp.world_size > 1:  # every rank writes its RNG state before rank 0 finishes the dir
+        rank_state = {**_rng_state(), "log_window": self.window.sums()}
+        if self.ddp.world_size > 1:  # every rank writes its state before rank 0 finishes the dir
             staging = path.with_name(f".rng_{path.name}")
             staging.mkdir(parents=True, exist_ok=True)
-            torch.save(_rng_state(), staging / rng_file)
+            torch.save(rank_state, staging / rng_file)
             dist.barrier()
         if self.ddp.is_main:
             with atomic_dir(path) as tmp:
@@ -113,7 +140,7 @@ class Trainer:
                         shutil.move(str(f), tmp / f.name)
                     staging.rmdir()
                 else:
-                    torch.save(_rng_state(), tmp / rng_file)
+                    torch.save(rank_state, tmp / rng_file)
                 sllm_dir.write_trainer_state(tmp, {"step": self.step, "world_size": self.ddp.world_size,
                                                    "train_seconds": round(self.train_seconds, 1)})
             for old in sllm_dir.checkpoints(self.out_dir)[:-self.config.keep_checkpoints]:
@@ -122,12 +149,15 @@ class Trainer:
             dist.barrier()
 
     def resume(self) -> None:
-        """Load the last complete checkpoint, if any, and drop loss lines logged after it."""
+        """Load the last complete checkpoint, if any, and drop the loss lines logged after it (all of
+        them without one): the steps after it are trained, and logged, again."""
         found = sllm_dir.checkpoints(self.out_dir)
+        state = sllm_dir.read_trainer_state(found[-1]) if found else {"step": 0}
+        if self.ddp.is_main:
+            _truncate_log(self.out_dir / "losses.jsonl", state["step"])
         if not found:
             return
         path = found[-1]
-        state = sllm_dir.read_trainer_state(path)
         self.model.load_trainable_state_dict(
             {k: v.to(self.device) for k, v in load_file(path / sllm_dir.WEIGHTS_FILE).items()}, str(path))
         saved = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
@@ -137,14 +167,14 @@ class Trainer:
             self.scaler.load_state_dict(saved["scaler"])
         rng = path / f"rng.{self.ddp.rank}.pt"
         if state["world_size"] == self.ddp.world_size and rng.is_file():
-            _set_rng_state(torch.load(rng, weights_only=True))
+            rank_state = torch.load(rng, weights_only=True)
+            _set_rng_state(rank_state)
+            self.window = LogWindow.from_sums(rank_state["log_window"])
         else:
-            logger.warning("%s was written by %d processes, this run has %d: RNG states are not restored",
-                           path, state["world_size"], self.ddp.world_size)
+            logger.warning("%s was written by %d processes, this run has %d: RNG states and the loss window "
+                           "are not restored", path, state["world_size"], self.ddp.world_size)
         self.step = state["step"]
         self.train_seconds = state.get("train_seconds", 0.0)
-        if self.ddp.is_main:
-            _truncate_log(self.out_dir / "losses.jsonl", self.step)
         logger.info("resumed from %s (step %d)", path, self.step)
 
     # -- training ----------------------------------------------------------------------------
@@ -186,8 +216,8 @@ class Trainer:
         progress = tqdm(total=optim.max_steps, initial=self.step, desc="training", unit="step",
                         disable=not self.ddp.is_main, mininterval=5.0)
         self.model.train()
-        window = {"ce": 0.0, "kl": 0.0, "tokens": 0, "frames": 0, "start": time.time()}
-        clock = time.time()
+        window = self.window
+        window.start = clock = time.time()
         while self.step < optim.max_steps:
             micro = [next(batches) for _ in range(optim.accum_grad)]
             tokens = self.ddp.all_sum(torch.tensor(float(sum(b.num_target_tokens for b in micro)))).item()
@@ -199,9 +229,9 @@ class Trainer:
                     out = self.wrapped(batch.to(self.device), scale, config.kl_weight, config.ce_weight)
                 loss = out["loss"]
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
-                window["ce"] += out["ce_sum"].item()
-                window["kl"] += out.get("kl_sum", torch.zeros(())).item()
-                window["frames"] += int(batch.feats_lens.sum())
+                window.ce += out["ce_sum"].item()
+                window.kl += out.get("kl_sum", torch.zeros(())).item()
+                window.frames += int(batch.feats_lens.sum())
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, optim.grad_clip)
@@ -216,11 +246,12 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.step += 1
-            window["tokens"] += tokens
+            window.tokens += tokens
+            window.timed_tokens += tokens
             progress.update(1)
             if self.step % config.log_interval == 0 or self.step == optim.max_steps:
                 self._log(window, writer, progress)
-                window = {"ce": 0.0, "kl": 0.0, "tokens": 0, "frames": 0, "start": time.time()}
+                self.window = window = LogWindow()
             if self.step % config.save_interval == 0 or self.step == optim.max_steps:
                 self._validate(writer)
                 now = time.time()
@@ -231,14 +262,14 @@ class Trainer:
             writer.close()
         self.finish()
 
-    def _log(self, window: dict, writer, progress: tqdm) -> None:
-        sums = self.ddp.all_sum(torch.tensor([window["ce"], window["kl"], float(window["frames"])]))
-        seconds = time.time() - window["start"]
-        record = {"step": self.step, "loss": round(sums[0].item() / window["tokens"], 5),
-                  "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": round(window["tokens"] / seconds, 1),
+    def _log(self, window: LogWindow, writer, progress: tqdm) -> None:
+        sums = self.ddp.all_sum(torch.tensor([window.ce, window.kl, float(window.frames)]))
+        seconds = time.time() - window.start
+        record = {"step": self.step, "loss": round(sums[0].item() / window.tokens, 5),
+                  "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": round(window.timed_tokens / seconds, 1),
                   "frames_per_s": round(sums[2].item() / seconds, 1)}
         if self.config.kl_weight > 0:
-            record["kl"] = round(sums[1].item() / window["tokens"], 5)
+            record["kl"] = round(sums[1].item() / window.tokens, 5)
         if not self.ddp.is_main:
             return
         progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")

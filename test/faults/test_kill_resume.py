@@ -29,7 +29,7 @@ from test_recipes import BASELINES, TINY, make_recipe, quick_configs
 pytestmark = pytest.mark.slow
 
 KILLS_PER_STAGE = 3
-POLL_SECONDS = 0.01
+POLL_SECONDS = 0.02
 # The outputs of each stage (globs under the recipe dir) that must equal the reference's.
 OUTPUTS = {
     1: ["downloads/**/*.flac", "downloads/**/*.trans.txt", "data/*/wav.scp", "data/*/text", "data/*/utt2spk",

@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mtbi.config import load_config
 from mtbi.models.speech_llm import build_speech_llm
+from mtbi.stage import marker
 from mtbi.tasks.bank import load_task_bank
 from mtbi.train.config import TrainConfig
 from mtbi.train.dataset import ImitationDataset, collate
@@ -67,7 +68,7 @@ def main() -> None:
     recipe, device = Path("."), torch.device(args.device)
     feats = recipe / "dump" / "logmel80" / args.train_set
     targets = recipe / "exp" / "targets" / args.train_set / "targets.jsonl"
-    for needed in (feats / "feats.scp", targets, recipe / "exp" / "encoder" / ".done", recipe / "exp" / "teacher" / ".done"):
+    for needed in (feats / "feats.scp", targets, marker(recipe / "exp" / "encoder"), marker(recipe / "exp" / "teacher")):
         if not needed.exists():
             parser.error(f"{needed} is missing; run stages 1-5 of {recipe} first")
     config = load_config(recipe / args.config, TrainConfig)
