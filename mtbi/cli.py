@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from mtbi.config import load_config, print_config
+from mtbi.config import dump_config, load_config
 from mtbi.errors import MtbiError
 
 # A full disk (ENOSPC), a quota (EDQUOT) or a file size limit (EFBIG, e.g. ulimit -f).
@@ -33,7 +33,7 @@ class ConfigOption:
     cls: type
 
 
-def add_config_options(parser: argparse.ArgumentParser, config: ConfigOption) -> None:
+def _add_config_options(parser: argparse.ArgumentParser, config: ConfigOption) -> None:
     """``--set KEY=VALUE ...`` and ``--print_config`` for the config of ``config.flag``."""
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help=f"override keys of {config.flag}: dotted keys, YAML values, e.g. "
@@ -48,7 +48,7 @@ def _print_config(argv: Sequence[str], config: ConfigOption) -> None:
     parser.add_argument(config.flag, dest="path", default=None)
     parser.add_argument("--set", nargs="+", action="extend", default=[])
     args, _ = parser.parse_known_args(argv)
-    print_config(load_config(args.path, config.cls, args.set))
+    dump_config(load_config(args.path, config.cls, args.set), sys.stdout)
 
 
 def run_main(
@@ -60,9 +60,10 @@ def run_main(
     """Parse arguments, run ``main`` and turn an :class:`MtbiError`, or a full disk, into one
     line + exit 1. With ``config``, the entry point also takes ``--set`` and ``--print_config``."""
     parser = build_parser()
+    parser.allow_abbrev = False  # an abbreviation (--print_conf) would silently run the stage
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     if config:
-        add_config_options(parser, config)
+        _add_config_options(parser, config)
     argv = sys.argv[1:] if argv is None else list(argv)
     printing = config is not None and "--print_config" in argv and not {"-h", "--help"} & set(argv)
     args = None if printing else parser.parse_args(argv)

@@ -10,11 +10,11 @@ YAML syntax) change single keys of the result.
 from __future__ import annotations
 
 import dataclasses
-import sys
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import IO, Any, Sequence, TypeVar
 
 import yaml
 
@@ -23,6 +23,7 @@ from mtbi.stage import atomic_write
 
 T = TypeVar("T")
 BASE_KEY = "base"  # a config's parent config, relative to the config's own dir
+YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
 def from_dict(cls: type[T], data: Any, source: str) -> T:
@@ -127,15 +128,15 @@ def _section_type(hint: Any) -> Any:
     return hint
 
 
-def print_config(config: Any) -> None:
-    """Write a dataclass config to stdout as YAML, defaults included (``--print_config``)."""
-    yaml.safe_dump(dataclasses.asdict(config), sys.stdout, sort_keys=False)
+def dump_config(config: Any, stream: IO[str]) -> None:
+    """Write a dataclass config to ``stream`` as YAML, defaults included."""
+    yaml.safe_dump(dataclasses.asdict(config), stream, sort_keys=False)
 
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write a dataclass config as YAML (the resolved config of a run)."""
     with atomic_write(path) as f:
-        yaml.safe_dump(dataclasses.asdict(config), f, sort_keys=False)
+        dump_config(config, f)
 
 
 def _convert(value: Any, hint: Any, where: str) -> Any:
@@ -170,11 +171,8 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is float and isinstance(value, str):
-        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
+    if hint is float and isinstance(value, str) and YAML12_FLOAT.fullmatch(value):
+        return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if hint in (int, float) and isinstance(value, bool) or not isinstance(value, hint):
         raise MtbiError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value

@@ -144,10 +144,15 @@ def read_stamp(path: PathLike) -> dict | None:
     return stamp if isinstance(stamp, dict) else None
 
 
-def write_stamp(path: PathLike, stamp: dict) -> None:
+def _write_stamp(path: PathLike, stamp: dict) -> None:
     """Write ``stamp`` to the marker (or ``.stamp`` file) ``path``, atomically."""
     with atomic_write(path) as f:
         json.dump(stamp, f, sort_keys=True)
+
+
+def _as_json(stamp: dict) -> dict:
+    """``stamp`` as a marker gives it back (tuples as lists), so that the two compare equal."""
+    return json.loads(json.dumps(stamp))
 
 
 def _newer_than(path: Path, inputs: Sequence[PathLike]) -> bool:
@@ -166,10 +171,13 @@ class Step:
     inputs: Sequence[PathLike] = ()
     outputs: Sequence[PathLike] = ()
 
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.stamp = _as_json(self.stamp)
+
     def is_done(self) -> bool:
         """True when the marker holds this stamp, is newer than every input and the outputs exist."""
-        path = Path(self.path)
-        return (read_stamp(path) == json.loads(json.dumps(self.stamp)) and _newer_than(path, self.inputs)
+        return (read_stamp(self.path) == self.stamp and _newer_than(self.path, self.inputs)
                 and all(Path(p).exists() for p in self.outputs))
 
     def skip(self, message: str) -> bool:
@@ -182,11 +190,11 @@ class Step:
     def mark_done(self, inside: PathLike | None = None) -> None:
         """Write the marker, once every output is complete; ``inside``: the temporary dir of an
         :func:`atomic_dir` that becomes the marker's dir."""
-        write_stamp(Path(inside) / Path(self.path).name if inside else self.path, self.stamp)
+        _write_stamp(Path(inside) / self.path.name if inside else self.path, self.stamp)
 
     def forget(self) -> None:
         """Remove the marker before rewriting outputs in place."""
-        Path(self.path).unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
 
 
 # -- shards --------------------------------------------------------------------------------------
@@ -213,16 +221,18 @@ def merge_step(out_dir: PathLike, num_shards: int, what: str, stage: int, inputs
     for shard in range(1, num_shards + 1):
         path = marker(Path(out_dir) / "shards", str(shard))
         stamp = read_stamp(path)
-        if stamp is None or stamp.get("num_shards") != num_shards or not _newer_than(path, inputs):
-            raise MtbiError(f"{path}: {what} shard {shard}/{num_shards} is missing or older than its "
-                            f"inputs; re-run stage {stage}")
+        if stamp is None or stamp.get("num_shards") != num_shards:
+            raise MtbiError(f"{path}: {what} shard {shard}/{num_shards} is not finished; re-run stage {stage}")
+        if not _newer_than(path, inputs):
+            raise MtbiError(f"{path}: {what} shard {shard}/{num_shards} is older than its inputs "
+                            f"({', '.join(map(str, inputs))}); re-run stage {stage}")
         markers.append(path)
         stamps.append(stamp)
     return Step(marker(out_dir), {"shards": stamps}, [*inputs, *markers], outputs)
 
 
 # -- resumable answers ---------------------------------------------------------------------------
-def keep_complete_lines(path: PathLike, wanted: set, key: Callable[[dict], Hashable]) -> set:
+def _keep_complete_lines(path: PathLike, wanted: set, key: Callable[[dict], Hashable]) -> set:
     """Make a resumable JSON-lines file whole again after a kill: rewrite ``path`` keeping its
     complete lines whose ``key(record)`` is in ``wanted`` (first occurrence only), and return
     those keys. The part after the last newline is a half-written line and is dropped."""
@@ -246,19 +256,25 @@ def keep_complete_lines(path: PathLike, wanted: set, key: Callable[[dict], Hasha
     return keys
 
 
+def stamp_file(path: PathLike) -> Path:
+    """Where the stamp a file answered a chunk at a time was begun with is kept: ``.<name>.stamp``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.stamp")
+
+
 def answer_resumably(path: Path, stamp: dict, items: Sequence[Any], answer: Callable[[list], list[str]],
                      record: Callable[[Any, str], dict], key: Callable[[dict], Hashable], chunk_size: int,
                      desc: str) -> None:
     """Append ``record(item, answer)`` lines for ``items`` (each with a ``key`` attribute equal
     to its line's ``key(record)``) to ``path``, ``chunk_size`` answers at a time, flushed and
     fsynced. A re-run after a kill keeps the complete lines and answers only the rest; a run with
-    another ``stamp`` (recorded in ``.<name>.stamp`` beside ``path``) starts the file anew."""
-    stamp_file = path.with_name(f".{path.name}.stamp")
-    if stamp_file.exists() and read_stamp(stamp_file) != json.loads(json.dumps(stamp)):
-        logger.info("%s: the model, decoding or questions changed; answering again", path)
-        path.unlink(missing_ok=True)
-    write_stamp(stamp_file, stamp)
-    answered = keep_complete_lines(path, {i.key for i in items}, key)
+    another ``stamp`` (recorded in :func:`stamp_file` beside ``path``), or none, starts the file anew."""
+    begun_with = stamp_file(path)
+    if path.exists() and read_stamp(begun_with) != _as_json(stamp):
+        logger.info("%s: begun by another model, decoding or questions; answering again", path)
+        path.unlink()
+    _write_stamp(begun_with, stamp)
+    answered = _keep_complete_lines(path, {i.key for i in items}, key)
     todo = [i for i in items if i.key not in answered]
     logger.info("%s: %d questions, %d already answered", path, len(items), len(answered))
     with open(path, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc=desc, unit="answer",

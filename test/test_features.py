@@ -82,7 +82,7 @@ def test_done_shards_are_not_recomputed_and_merge_needs_all(tmp_path: Path) -> N
     data_dir = _data_dir(tmp_path, 4)
     out = tmp_path / "feats"
     extract_shard(data_dir, out, 1, 2)
-    with pytest.raises(MtbiError, match=r"feature shard 2/2 is missing or older than its inputs; re-run stage 2"):
+    with pytest.raises(MtbiError, match=r"feature shard 2/2 is not finished; re-run stage 2"):
         merge_shards(data_dir, out, 2)
     ark = out / "shards" / "feats.1.ark"
     stamp = ark.stat().st_mtime_ns

@@ -29,7 +29,7 @@ from mtbi.errors import MtbiError
 from mtbi.models.interleave import Segment, build_segments
 from mtbi.models.speech_llm import SpeechBatch, SpeechLLM
 from mtbi.models.speech_prompt import tokenize_prompt
-from mtbi.stage import Step, answer_resumably, atomic_write, marker
+from mtbi.stage import Step, answer_resumably, atomic_write, marker, stamp_file
 from mtbi.tasks.generation import GenerationParams, Generator
 from mtbi.tasks.prompting import render_prompt
 from mtbi.tasks.targets import record_key
@@ -140,5 +140,6 @@ def run_inference(items: list[BenchItem], answerer: Answerer, out_dir: str | Pat
     with atomic_write(final) as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     partial.unlink()
+    stamp_file(partial).unlink()
     step.mark_done()
     return final

@@ -1,7 +1,7 @@
 """Stage 2, one shard: Whisper log-mel features of every --num_shards-th utterance.
 
 Reads <data_dir>/wav.scp; writes <out_dir>/shards/feats.<shard>.{ark,scp},
-utt2num_frames.<shard>, skipped.<shard> and .done.<shard>. Run mtbi.bin.merge_feats after
+utt2num_frames.<shard>, skipped.<shard> and .<shard>.done. Run mtbi.bin.merge_feats after
 all shards.
 """
 

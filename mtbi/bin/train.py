@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> None:
         logger.info("SpeechLLM: %.2fM trainable of %.2fM parameters; %d ranks; config %s",
                     trainable / 1e6, sum(p.numel() for p in model.parameters()) / 1e6, ddp.world_size,
                     args.config)
-    Trainer(model, config, train_set, valid_set, out_dir, device, ddp, done=step).train()
+    Trainer(model, config, train_set, valid_set, out_dir, device, ddp, stage_step=step).train()
 
 
 if __name__ == "__main__":

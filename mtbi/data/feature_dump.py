@@ -71,13 +71,13 @@ def extract_shard(data_dir: str | Path, out_dir: str | Path, shard: int, num_sha
     """Compute features for every ``num_shards``-th utterance of ``data_dir``, from ``shard``
     (1-based), skipping utterances whose audio cannot be used."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    wav_scp = read_table(data_dir / "wav.scp")
-    utts = shard_slice(sorted(wav_scp), shard, num_shards)
-    files = _shard_files(out_dir, shard)
     step = shard_step(out_dir, shard, num_shards, {"n_mels": n_mels, "allow_upsample": allow_upsample},
                       inputs=_data_inputs(data_dir))
     if step.skip(f"shard {shard}/{num_shards} already done in {out_dir}"):
         return
+    wav_scp = read_table(data_dir / "wav.scp")
+    utts = shard_slice(sorted(wav_scp), shard, num_shards)
+    files = _shard_files(out_dir, shard)
     files["ark"].parent.mkdir(parents=True, exist_ok=True)
     frames: dict[str, str] = {}
     skipped: list[str] = []

@@ -151,7 +151,8 @@ def make_mini_corpus(out_dir: str | Path, layout: str, sizes: dict[str, int], se
     if step.skip(f"mini corpus already built in {top}"):
         return root
     if top.exists() and not step.path.is_file():
-        raise MtbiError(f"{top} exists and is not a mini corpus; choose another --mini_dir")
+        raise MtbiError(f"{top} exists and is not a mini corpus (or one built before mtbi's stage markers: "
+                        "remove it); choose another --mini_dir")
 
     rng = random.Random(seed)
     lexicon = load_lexicon()

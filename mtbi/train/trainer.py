@@ -41,6 +41,7 @@ from mtbi.train.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class LogWindow:
     """The sums behind the next loss line: the window's loss sums (this rank's) and response
@@ -91,12 +92,12 @@ def init_distributed(device: torch.device) -> Distributed:
 
 class Trainer:
     """Trains ``model`` on ``train_set`` (validation loss on ``valid_set``) into ``out_dir``;
-    ``done`` (the stage's bookkeeping) is marked done at the end."""
+    ``stage_step`` (the stage's bookkeeping) is marked done at the end."""
 
     def __init__(self, model: SpeechLLM, config: TrainConfig, train_set: ImitationDataset,
                  valid_set: ImitationDataset | None, out_dir: str | Path, device: torch.device,
-                 ddp: Distributed = Distributed(), done: Step | None = None) -> None:
-        self.done = done
+                 ddp: Distributed = Distributed(), stage_step: Step | None = None) -> None:
+        self.stage_step = stage_step
         self.model, self.config, self.out_dir = model.to(device), config, Path(out_dir)
         self.train_set, self.valid_set, self.device, self.ddp = train_set, valid_set, device, ddp
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -169,7 +170,8 @@ class Trainer:
         if state["world_size"] == self.ddp.world_size and rng.is_file():
             rank_state = torch.load(rng, weights_only=True)
             _set_rng_state(rank_state)
-            self.window = LogWindow.from_sums(rank_state["log_window"])
+            if "log_window" in rank_state:  # checkpoints of earlier versions have none
+                self.window = LogWindow.from_sums(rank_state["log_window"])
         else:
             logger.warning("%s was written by %d processes, this run has %d: RNG states and the loss window "
                            "are not restored", path, state["world_size"], self.ddp.world_size)
@@ -302,16 +304,16 @@ class Trainer:
             _append_line(self.out_dir / "losses.jsonl", {"step": self.step, "valid_loss": round(loss, 5)})
 
     def finish(self) -> None:
-        """Write the final weights, the loss curve and mark ``self.done`` (rank 0)."""
+        """Write the final weights, the loss curve and mark ``self.stage_step`` done (rank 0)."""
         if not self.ddp.is_main:
             return
         weights = sllm_dir.weights_path(self.out_dir)
         last = sllm_dir.checkpoints(self.out_dir)[-1]
-        with atomic_write(weights, "wb") as f:
-            f.write((last / sllm_dir.WEIGHTS_FILE).read_bytes())
+        with open(last / sllm_dir.WEIGHTS_FILE, "rb") as src, atomic_write(weights, "wb") as dst:
+            shutil.copyfileobj(src, dst)
         plot_losses(self.out_dir / "losses.jsonl", self.out_dir / "loss_curve.png")
-        if self.done:
-            self.done.mark_done()
+        if self.stage_step:
+            self.stage_step.mark_done()
         logger.info("training done: %s (step %d), loss curve %s", weights,
                     self.step, self.out_dir / "loss_curve.png")
 
