@@ -7,7 +7,7 @@ import errno
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from mtbi.config import dump_config, load_config
 from mtbi.errors import MtbiError
@@ -32,6 +32,10 @@ class ConfigOption:
     flag: str
     cls: type
 
+    def load(self, args: argparse.Namespace) -> Any:
+        """The config that ``args`` name, with their ``--set`` overrides."""
+        return load_config(getattr(args, self.flag.lstrip("-")), self.cls, args.set)
+
 
 def _add_config_options(parser: argparse.ArgumentParser, config: ConfigOption) -> None:
     """``--set KEY=VALUE ...`` and ``--print_config`` for the config of ``config.flag``."""
@@ -44,11 +48,11 @@ def _add_config_options(parser: argparse.ArgumentParser, config: ConfigOption) -
 
 def _print_config(argv: Sequence[str], config: ConfigOption) -> None:
     """``--print_config``: only the config option and ``--set`` are read (the others may be absent)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument(config.flag, dest="path", default=None)
-    parser.add_argument("--set", nargs="+", action="extend", default=[])
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(config.flag, default=None)
+    _add_config_options(parser, config)
     args, _ = parser.parse_known_args(argv)
-    dump_config(load_config(args.path, config.cls, args.set), sys.stdout)
+    dump_config(config.load(args), sys.stdout)
 
 
 def run_main(

@@ -22,7 +22,6 @@ import torch
 from mtbi.bench.build import read_bench
 from mtbi.bench.infer import INPUTS, SpeechAnswerer, TextAnswerer, run_inference
 from mtbi.cli import ConfigOption, run_main
-from mtbi.config import load_config
 from mtbi.errors import MtbiError
 from mtbi.prepare.teacher import TeacherConfig, teacher_dir
 from mtbi.stage import dir_fingerprint, file_id
@@ -51,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    teacher = load_config(args.teacher_conf, TeacherConfig, args.set)
+    teacher = CONFIG.load(args)
     params = replace(teacher.generation, batch_size=args.batch_size or teacher.generation.batch_size)
     items = read_bench(args.bench)
     stamp = {"bench": hashlib.sha256(Path(args.bench).read_bytes()).hexdigest(), "input": args.input,

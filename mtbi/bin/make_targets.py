@@ -16,7 +16,6 @@ import torch
 from transformers import AutoTokenizer
 
 from mtbi.cli import ConfigOption, run_main
-from mtbi.config import load_config
 from mtbi.data.datadir import read_table
 from mtbi.prepare.teacher import TeacherConfig, teacher_dir
 from mtbi.stage import dir_fingerprint
@@ -57,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    config = load_config(args.teacher_conf, TeacherConfig, args.set)
+    config = CONFIG.load(args)
     bank = load_task_bank(args.task_conf)
     texts = read_table(Path(args.data_dir) / "text", allow_empty_value=True)
     requests = plan_requests(texts, bank, bank.select_tasks(args.tasks), args.prompts, args.tasks_per_utt,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 
 from mtbi.cli import ConfigOption, run_main
-from mtbi.config import load_config
 from mtbi.prepare.encoder import EncoderPrepConfig, encoder_step, prepare_encoder
 
 CONFIG = ConfigOption("--encoder_conf", EncoderPrepConfig)  # --set and --print_config act on it
@@ -29,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    config = load_config(args.encoder_conf, EncoderPrepConfig, args.set)
+    config = CONFIG.load(args)
     step = encoder_step(config, args.out_dir, [args.train_dir, args.valid_dir, *args.test_dir])
     if step.skip(f"encoder already prepared in {args.out_dir}"):
         return

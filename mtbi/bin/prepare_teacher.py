@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 
 from mtbi.cli import ConfigOption, run_main
-from mtbi.config import load_config
 from mtbi.data.datadir import read_table
 from mtbi.prepare.teacher import TeacherConfig, prepare_teacher, teacher_report_markdown, teacher_step
 from mtbi.stage import atomic_write
@@ -35,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    config = load_config(args.teacher_conf, TeacherConfig, args.set)
+    config = CONFIG.load(args)
     bank = load_task_bank(args.task_conf)
     train_text = read_table(Path(args.train_dir) / "text", allow_empty_value=True)
     eval_text = read_table(Path(args.eval_dir) / "text", allow_empty_value=True)
