@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
+
+import torch
 
 from mtbi.config import dump_config, load_config
 from mtbi.errors import MtbiError
@@ -96,3 +99,17 @@ def str2bool(value: str) -> bool:
     if value not in ("true", "false"):
         raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
     return value == "true"
+
+
+def torch_device(name: str) -> torch.device:
+    """The device ``--device`` names. ``cuda`` is this process's GPU: the first visible one, or
+    under torchrun the one of its LOCAL_RANK. On GPUs float32 matmuls and convolutions may use
+    TF32 (the frozen models run in bf16 or fp32; TF32 speeds fp32 with no effect on bf16)."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -192,17 +193,38 @@ def test_whisper_rejects_inputs_over_30s(whisper_dir: Path) -> None:
 
 
 def test_whisper_encoder_dir(tmp_path: Path, whisper_dir: Path, speech_feats: torch.Tensor) -> None:
-    encoder = WhisperSpeechEncoder.from_model_dir(whisper_dir)
-    save_encoder(tmp_path / "encoder", encoder)
-    assert [p.name for p in (tmp_path / "encoder").iterdir()] == ["encoder.yaml"]  # no copy of the weights
-    config = load_config(tmp_path / "encoder" / "encoder.yaml", EncoderConfig)
-    assert config == EncoderConfig(kind="whisper", n_mels=80, model_dir=str(whisper_dir.resolve()))
+    shutil.copytree(whisper_dir, tmp_path / "site" / "models" / "whisper")
+    encoder = WhisperSpeechEncoder.from_model_dir(tmp_path / "site" / "models" / "whisper")
+    save_encoder(tmp_path / "site" / "exp" / "encoder", encoder)
+    assert [p.name for p in (tmp_path / "site" / "exp" / "encoder").iterdir()] == ["encoder.yaml"]  # no weights
+    config = load_config(tmp_path / "site" / "exp" / "encoder" / "encoder.yaml", EncoderConfig)
+    # Recorded relative to the encoder dir, so that the two dirs can move together.
+    assert config == EncoderConfig(kind="whisper", n_mels=80, model_dir="../../models/whisper")
+    (tmp_path / "site").rename(tmp_path / "moved")
     save_encoder(tmp_path / "trimmed", WhisperSpeechEncoder.from_model_dir(whisper_dir, trim=True))
     assert load_speech_encoder(tmp_path / "trimmed").trim
-    loaded = load_speech_encoder(tmp_path / "encoder")
+    loaded = load_speech_encoder(tmp_path / "moved" / "exp" / "encoder")
     assert isinstance(loaded, WhisperSpeechEncoder)
+    assert loaded.source.path == (tmp_path / "moved" / "models" / "whisper").resolve()
     with torch.no_grad():
         torch.testing.assert_close(loaded(*batch(speech_feats))[0], encoder(*batch(speech_feats))[0])
+
+
+def test_whisper_loads_in_bfloat16(tmp_path: Path, whisper_dir: Path, speech_feats: torch.Tensor) -> None:
+    full = WhisperSpeechEncoder.from_model_dir(whisper_dir)
+    half = WhisperSpeechEncoder.from_model_dir(whisper_dir, dtype="bfloat16")
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    for name, tensor in half.whisper.state_dict().items():
+        assert torch.equal(tensor, full.whisper.state_dict()[name].to(torch.bfloat16)), name
+    save_encoder(tmp_path / "encoder", half)
+    assert load_config(tmp_path / "encoder" / "encoder.yaml", EncoderConfig).dtype == "bfloat16"
+    loaded = load_speech_encoder(tmp_path / "encoder")
+    assert next(loaded.parameters()).dtype == torch.bfloat16
+    with torch.no_grad():
+        out_full, out_half = full(*batch(speech_feats))[0], loaded(*batch(speech_feats))[0]
+    assert out_half.dtype == torch.bfloat16
+    error = (out_half.float() - out_full).abs().mean() / out_full.abs().mean()
+    assert 0 < error < 0.02  # rounded weights and activations, the same function
 
 
 def test_whisper_from_a_full_model_dir(tmp_path: Path, whisper_dir: Path) -> None:
@@ -225,7 +247,7 @@ def test_whisper_built_from_a_config_has_no_encoder_dir(tmp_path: Path) -> None:
 
 
 def test_not_a_whisper_dir(tmp_path: Path, whisper_dir: Path) -> None:
-    with pytest.raises(MtbiError, match="config.json not found"):
+    with pytest.raises(MtbiError, match="model_dir '/.*/none': no such local dir .*, and not a hub id"):
         load_speech_encoder_of(tmp_path, EncoderConfig(kind="whisper", model_dir=str(tmp_path / "none")))
     (tmp_path / "llama").mkdir()
     (tmp_path / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))
@@ -244,7 +266,10 @@ def load_speech_encoder_of(tmp_path: Path, config: EncoderConfig) -> None:
     ("kind: conformer\nconformer:\n  outptu_size: 64\n",
      "unknown key 'outptu_size'; valid keys: output_size, attention_heads, linear_units"),
     ("kind: conformer\nctc_train:\n  step: 10\n", "unknown key 'step'; valid keys: steps, batch_size"),
-    ("kind: conformer\nn_mel: 80\n", "unknown key 'n_mel'; valid keys: kind, n_mels, conformer, model_dir, ct2_packages, trim, ctc_train"),
+    ("kind: conformer\nn_mel: 80\n",
+     "unknown key 'n_mel'; valid keys: kind, n_mels, conformer, model_dir, revision, dtype, ct2_packages, trim, ctc_train"),
+    ("kind: whisper\nmodel_dir: /w\ndtype: half\n", "encoder dtype 'half': use one of float32, bfloat16, float16"),
+    ("kind: conformer\ndtype: bfloat16\n", "dtype applies to a frozen Whisper"),
     ("kind: lstm\n", "encoder kind 'lstm': use one of conformer, whisper"),
     ("kind: whisper\n", "needs either 'model_dir'"),
     ("kind: whisper\nmodel_dir: /w\nct2_packages: [a]\n", "not both"),

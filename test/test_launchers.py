@@ -8,6 +8,7 @@ locally, one after another, with SLURM_ARRAY_TASK_ID set.
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -264,7 +265,7 @@ def test_run_pl_hostile_arguments_are_literal(tmp_path):
 
 
 def test_run_pl_single_job(tmp_path):
-    proc = run([RUN_PL, "--mem", "4G", "--gpu", "1", "--time=1:00:00", "--num-threads", "2",
+    proc = run([RUN_PL, "--mem", "4G", "--gpu", "0", "--time=1:00:00", "--num-threads", "2",
                 "new/dir/single.log", "echo", "hello", "JOB"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines, code = read_log(tmp_path / "new/dir/single.log")
@@ -285,6 +286,206 @@ def test_run_pl_usage_errors(tmp_path):
         assert proc.returncode == 1, args
         assert proc.stderr.startswith("run.pl: "), args
     assert not (tmp_path / "l.log").exists()
+
+
+# --------------------------------------------------------------------------- run.pl GPU pool
+
+
+def record_gpus(sleep):
+    """A job that records when it ran and on which GPUs: "start <time> <CUDA_VISIBLE_DEVICES>",
+    then "end <time>" after sleeping ``sleep`` (seconds, or a shell expression of them)."""
+    return f'echo "start $(date +%s.%N) ${{CUDA_VISIBLE_DEVICES-unset}}"; sleep {sleep}; echo "end $(date +%s.%N)"'
+
+
+@pytest.fixture
+def gpu_env(tmp_path):
+    env = dict(os.environ, MTBI_GPU_LOCK_DIR=str(tmp_path / "locks"))
+    for name in ("MTBI_GPUS", "CUDA_VISIBLE_DEVICES"):
+        env.pop(name, None)
+    yield env
+    for name in ["JOB", *range(1, 5)]:  # ends the gated jobs a failed test left waiting
+        (tmp_path / f"go.{name}").touch()
+
+
+def gpu_jobs(log_paths):
+    """(start, end, GPU ids) of each job log written by record_gpus, after checking its header."""
+    jobs = []
+    for path in log_paths:
+        lines, code = read_log(path)
+        assert code == 0, lines
+        _, started, gpus = lines[3].split()
+        assert lines[2] == f"# Running on GPUs {gpus}"
+        jobs.append((float(started), float(lines[4].split()[1]), gpus))
+    return jobs
+
+
+def assert_no_gpu_shared(jobs):
+    for i, (start_a, end_a, gpus_a) in enumerate(jobs):
+        for start_b, end_b, gpus_b in jobs[i + 1:]:
+            if start_a < end_b and start_b < end_a:
+                assert not set(gpus_a.split(",")) & set(gpus_b.split(",")), jobs
+
+
+def gated_job():
+    """Like record_gpus, but the job ends when the test makes the file go.<JOB>."""
+    return ('echo "start $(date +%s.%N) ${CUDA_VISIBLE_DEVICES-unset}"; '
+            'until [ -e go.JOB ]; do sleep 0.02; done; echo "end $(date +%s.%N)"')
+
+
+def wait_for_file(path, text, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not get {text!r}")
+
+
+def test_run_pl_gpu_jobs_take_the_first_free_gpus(tmp_path, gpu_env):
+    # The test ends the jobs in the order 1, 2: job 3 can only take GPU 0, then job 4 GPU 1.
+    gpu_env["MTBI_GPUS"] = "0,1"
+    proc = subprocess.Popen([str(RUN_PL), "--gpu", "1", "JOB=1:4", "log/g.JOB.log", "bash", "-c", gated_job()],
+                            cwd=tmp_path, env=gpu_env, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "log"
+    wait_for_file(log / "g.1.log", "start")
+    wait_for_file(log / "g.2.log", "start")
+    time.sleep(0.2)
+    assert not (log / "g.3.log").exists(), "job 3 started with no GPU free"
+    (tmp_path / "go.1").touch()
+    wait_for_file(log / "g.3.log", "start")
+    (tmp_path / "go.2").touch()
+    wait_for_file(log / "g.4.log", "start")
+    (tmp_path / "go.3").touch()
+    (tmp_path / "go.4").touch()
+    assert proc.wait(timeout=10) == 0, proc.stderr.read()
+    jobs = gpu_jobs([log / f"g.{i}.log" for i in range(1, 5)])
+    assert [gpus for _, _, gpus in jobs] == ["0", "1", "0", "1"]
+    assert_no_gpu_shared(jobs)
+
+
+def test_run_pl_gpu_pairs_are_disjoint(tmp_path, gpu_env):
+    gpu_env["MTBI_GPUS"] = "0,1,2,3"
+    proc = subprocess.Popen([str(RUN_PL), "--gpu", "2", "JOB=1:3", "log/p.JOB.log", "bash", "-c", gated_job()],
+                            cwd=tmp_path, env=gpu_env, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "log"
+    wait_for_file(log / "p.1.log", "start")
+    wait_for_file(log / "p.2.log", "start")  # while job 1 runs
+    time.sleep(0.2)
+    assert not (log / "p.3.log").exists(), "job 3 started with no pair free"
+    (tmp_path / "go.2").touch()
+    wait_for_file(log / "p.3.log", "start")
+    (tmp_path / "go.1").touch()
+    (tmp_path / "go.3").touch()
+    assert proc.wait(timeout=10) == 0, proc.stderr.read()
+    jobs = gpu_jobs([log / f"p.{i}.log" for i in range(1, 4)])
+    assert [gpus for _, _, gpus in jobs] == ["0,1", "2,3", "2,3"]
+    assert_no_gpu_shared(jobs)
+
+
+def test_run_pl_processes_share_the_gpu_pool(tmp_path, gpu_env):
+    gpu_env["MTBI_GPUS"] = "0,1"
+    procs = [
+        subprocess.Popen([str(RUN_PL), "--gpu", "1", "JOB=1:3", f"{name}/j.JOB.log", "bash", "-c",
+                          record_gpus(0.3)], cwd=tmp_path, env=gpu_env,
+                         stderr=subprocess.PIPE, text=True)
+        for name in ("a", "b")
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+    jobs = gpu_jobs([tmp_path / f"{name}/j.{i}.log" for name in ("a", "b") for i in (1, 2, 3)])
+    assert {gpus for _, _, gpus in jobs} == {"0", "1"}
+    assert_no_gpu_shared(jobs)
+
+
+def test_run_pl_gpu_0_leaves_cuda_visible_devices_alone(tmp_path, gpu_env):
+    gpu_env["MTBI_GPUS"] = "not a list"  # not read without --gpu
+    for cvd, flags in [(None, []), ("5,7", ["--gpu", "0"]), ("5,7", [])]:
+        env = dict(gpu_env, **({"CUDA_VISIBLE_DEVICES": cvd} if cvd else {}))
+        proc = run([RUN_PL, *flags, "JOB=1:2", "log/c.JOB.log", "bash", "-c", "echo ${CUDA_VISIBLE_DEVICES-unset}"],
+                   cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr
+        for i in (1, 2):
+            lines, _ = read_log(tmp_path / f"log/c.{i}.log")
+            assert lines[2:-2] == [cvd or "unset"]
+    assert not (tmp_path / "locks").exists()
+
+
+def test_run_pl_gpu_pool_default(tmp_path, gpu_env):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    write_exe(bindir / "nvidia-smi", '#!/bin/sh\n[ "$1" = -L ] && printf "%s\\n" '
+              '"GPU 0: NVIDIA H100 (UUID: GPU-aa)" "GPU 1: NVIDIA H100 (UUID: GPU-bb)"\n')
+    gpu_env["PATH"] = f"{bindir}{os.pathsep}{gpu_env['PATH']}"
+    cases = [({}, ["0", "1"]), ({"CUDA_VISIBLE_DEVICES": "4,6"}, ["4", "6"]),
+             ({"CUDA_VISIBLE_DEVICES": "4,6", "MTBI_GPUS": "GPU-bb,2"}, ["GPU-bb", "2"])]
+    for extra, expected in cases:
+        proc = run([RUN_PL, "--gpu", "1", "JOB=1:2", "log/d.JOB.log", "bash", "-c", record_gpus(0.3)],
+                   cwd=tmp_path, env=dict(gpu_env, **extra))
+        assert proc.returncode == 0, proc.stderr
+        jobs = gpu_jobs([tmp_path / f"log/d.{i}.log" for i in (1, 2)])
+        assert [gpus for _, _, gpus in jobs] == expected, extra
+
+
+def test_run_pl_gpu_errors(tmp_path, gpu_env):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    write_exe(bindir / "nvidia-smi", "#!/bin/sh\necho 'No devices were found'\nexit 6\n")
+    gpu_env["PATH"] = f"{bindir}{os.pathsep}{gpu_env['PATH']}"
+    cases = [
+        ({"MTBI_GPUS": "0,1"}, "3", "run.pl: --gpu 3 but the GPU pool has only 0,1 (from MTBI_GPUS); "
+         "set MTBI_GPUS to at least 3 GPU ids, e.g. MTBI_GPUS=0,1,2"),
+        ({}, "1", "run.pl: --gpu 1 but no GPU found (nvidia-smi -L lists none); "
+         "set MTBI_GPUS to the GPU ids to use, e.g. MTBI_GPUS=0,1"),
+        ({"CUDA_VISIBLE_DEVICES": ""}, "1", "run.pl: --gpu 1 but no GPU found (CUDA_VISIBLE_DEVICES is empty); "
+         "set MTBI_GPUS to the GPU ids to use, e.g. MTBI_GPUS=0,1"),
+        ({"MTBI_GPUS": "0,0"}, "1", "run.pl: MTBI_GPUS='0,0' is not a list of distinct GPU ids; "
+         "write them comma-separated, e.g. MTBI_GPUS=0,1,2,3"),
+        ({"MTBI_GPUS": "0, 1"}, "1", "run.pl: MTBI_GPUS='0, 1' is not a list of distinct GPU ids; "
+         "write them comma-separated, e.g. MTBI_GPUS=0,1,2,3"),
+    ]
+    for extra, ngpu, message in cases:
+        proc = run([RUN_PL, "--gpu", ngpu, "JOB=1:2", "log/e.JOB.log", "true"], cwd=tmp_path,
+                   env=dict(gpu_env, **extra))
+        assert (proc.returncode, proc.stderr) == (1, message + "\n"), extra
+        assert not (tmp_path / "log").exists()
+
+
+def test_run_pl_killed_job_frees_its_gpu(tmp_path, gpu_env):
+    gpu_env["MTBI_GPUS"] = "0"
+    # The job's processes hold the GPU: killing run.pl alone leaves it taken until the job ends.
+    first = subprocess.Popen([str(RUN_PL), "--gpu", "1", "log/a.log", "bash", "-c", gated_job()],
+                             cwd=tmp_path, env=gpu_env)
+    wait_for_file(tmp_path / "log/a.log", "start")
+    first.kill()
+    first.wait()
+    second = subprocess.Popen([str(RUN_PL), "--gpu", "1", "log/b.log", "bash", "-c", "echo up; sleep 30"],
+                              cwd=tmp_path, env=gpu_env, start_new_session=True)
+    try:
+        time.sleep(0.3)
+        assert not (tmp_path / "log/b.log").exists(), "the GPU was given while its job still ran"
+        (tmp_path / "go.JOB").touch()  # ends the first job (a single job has no JOB to replace)
+        wait_for_file(tmp_path / "log/b.log", "up")
+        assert (tmp_path / "log/b.log").read_text().splitlines()[2] == "# Running on GPUs 0"
+        # Killing a run (run.pl and its job, as Ctrl-C or a scheduler does) frees its GPU at once.
+        third = subprocess.Popen([str(RUN_PL), "--gpu", "1", "log/c.log", "echo", "done"], cwd=tmp_path, env=gpu_env)
+        time.sleep(0.3)
+        assert third.poll() is None and not (tmp_path / "log/c.log").exists()
+        os.killpg(second.pid, 9)
+        assert third.wait(timeout=3) == 0
+    finally:
+        (tmp_path / "go.JOB").touch()
+        if second.poll() is None:
+            os.killpg(second.pid, 9)
+        second.wait()
+    lines, code = read_log(tmp_path / "log/c.log")
+    assert (lines[2:-2], code) == (["# Running on GPUs 0", "done"], 0)
+
+    # A job killed inside an array frees its GPU for the next job of the same run.pl.
+    proc = run([RUN_PL, "--gpu", "1", "JOB=1:2", "log/k.JOB.log", "bash", "-c", "[ JOB = 2 ] || kill -9 $$"],
+               cwd=tmp_path, env=gpu_env)
+    assert proc.stderr == "run.pl: 1 / 2 failed, log is in log/k.*.log\n"
+    assert read_log(tmp_path / "log/k.1.log")[1] == 137
+    assert read_log(tmp_path / "log/k.2.log")[1] == 0
 
 
 # --------------------------------------------------------------------------- slurm.pl
@@ -348,13 +549,11 @@ def test_slurm_pl_array_job(tmp_path, slurm_env):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
+    # Without a conf/slurm.conf: the built-in site settings, the options in their order.
     (call,) = sbatch_calls(tmp_path)
-    assert call[:2] == ["--array=1-3%2", "--wait"]
-    for expected in ["--mem=2G", "--time=10", "--cpus-per-task=2", "--gres=gpu:1",
-                     "--partition=p1", "--qos=high", "--job-name=train",
-                     "--output=exp/log/q/train.%a.out"]:
-        assert expected in call
-    assert call[-1] == "exp/log/q/train.sh"
+    assert call == ["--job-name=train", "--mem=2G", "--cpus-per-task=2", "--time=10", "--gres=gpu:1",
+                    "--array=1-3%2", "--wait", "--output=exp/log/q/train.%a.out",
+                    "--partition=p1", "--qos=high", "exp/log/q/train.sh"]
     assert os.access(tmp_path / call[-1], os.X_OK)
     for i in (1, 2, 3):
         lines, code = read_log(tmp_path / f"exp/log/train.{i}.log")
@@ -378,8 +577,7 @@ def test_slurm_pl_failure_reporting(tmp_path, slurm_env):
     assert proc.returncode == 1
     assert proc.stderr == "slurm.pl: 1 / 3 failed, log is in log/dec.*.log\n"
     (call,) = sbatch_calls(tmp_path)
-    assert call[0] == "--array=2-4"
-    assert not any(a.startswith(("--gres", "--mem", "--time", "--cpus")) for a in call)
+    assert call == ["--job-name=dec", "--array=2-4", "--wait", "--output=log/q/dec.%a.out", "log/q/dec.sh"]
     assert (tmp_path / "log/q/done.dec.3").read_text() == "5\n"
     assert read_log(tmp_path / "log/dec.3.log")[1] == 5
     assert read_log(tmp_path / "log/dec.4.log")[1] == 0
@@ -399,7 +597,7 @@ def test_slurm_pl_killed_task_and_stale_done_file(tmp_path, slurm_env):
 def test_slurm_pl_single_job(tmp_path, slurm_env):
     proc = run([SLURM_PL, "one.log", "echo", "a;b"], cwd=tmp_path, env=slurm_env)
     assert proc.returncode == 0, proc.stderr
-    assert sbatch_calls(tmp_path)[0][0] == "--array=1-1"
+    assert sbatch_calls(tmp_path)[0] == ["--job-name=one", "--array=1-1", "--wait", "--output=q/one.%a.out", "q/one.sh"]
     lines, code = read_log(tmp_path / "one.log")
     assert (lines[0], lines[3:-2], code) == ("# echo 'a;b'", ["a;b"], 0)
     assert (tmp_path / "q/done.one.1").read_text() == "0\n"
@@ -427,4 +625,106 @@ def test_slurm_pl_without_sbatch(tmp_path):
     assert proc.returncode == 1
     assert len(proc.stderr.splitlines()) == 1
     assert proc.stderr.startswith("slurm.pl: sbatch not found on PATH")
+    assert not (tmp_path / "log").exists()
+
+
+# A GPU cluster's site file (egs/TEMPLATE/conf/slurm.conf explains the format).
+SITE_CONF = """\
+# test cluster
+command sbatch --export=ALL --account=speech
+option name=* --job-name=$0
+option time=* --time=$0   # per job
+default time=24:00:00
+
+option mem=* --mem=$0
+option num_threads=* --cpus-per-task=$0
+default gpu=0
+option gpu=0 --partition=cpu
+option gpu=* --partition gpu --gres=gpu:a100:$0 --cpus-per-gpu 8 --mem-per-gpu 60G
+"""
+
+
+def test_slurm_pl_site_conf(tmp_path, slurm_env):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf/slurm.conf").write_text(SITE_CONF)
+    slurm_env["CUDA_VISIBLE_DEVICES"] = "0,1,2,3"  # as Slurm sets it in a job with 4 GPUs
+    slurm_env["MTBI_SBATCH_OPTS"] = "--qos=high"
+    proc = run([SLURM_PL, "--gpu", "4", "--time", "2:00:00", "JOB=1:2", "exp/log/train.JOB.log", "true"],
+               cwd=tmp_path, env=slurm_env)
+    assert proc.returncode == 0, proc.stderr
+    lines, _ = read_log(tmp_path / "exp/log/train.1.log")
+    assert lines[2] == f"# Running on {socket.gethostname()}, GPUs 0,1,2,3"
+    slurm_env.pop("CUDA_VISIBLE_DEVICES")
+    slurm_env.pop("MTBI_SBATCH_OPTS")
+    # A CPU job: the gpu=0 line, whether --gpu 0 is given or comes from "default gpu=0".
+    for gpu in (["--gpu", "0"], []):
+        proc = run([SLURM_PL, *gpu, "--mem", "4G", "--num-threads", "2", "JOB=1:1", "log/feats.JOB.log", "true"],
+                   cwd=tmp_path, env=slurm_env)
+        assert proc.returncode == 0, proc.stderr
+    assert sbatch_calls(tmp_path) == [
+        ["--export=ALL", "--account=speech", "--job-name=train", "--time=2:00:00",
+         "--partition", "gpu", "--gres=gpu:a100:4", "--cpus-per-gpu", "8", "--mem-per-gpu", "60G",
+         "--array=1-2", "--wait", "--output=exp/log/q/train.%a.out", "--qos=high", "exp/log/q/train.sh"],
+    ] + 2 * [
+        ["--export=ALL", "--account=speech", "--job-name=feats", "--time=24:00:00", "--mem=4G",
+         "--cpus-per-task=2", "--partition=cpu", "--array=1-1", "--wait", "--output=log/q/feats.%a.out",
+         "log/q/feats.sh"],
+    ]
+
+
+def test_slurm_pl_config_option_and_the_shipped_example(tmp_path, slurm_env):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf/slurm.conf").write_text("this line is not read\n")
+    (tmp_path / "other.conf").write_text("command sbatch\noption name=* -J $0\noption gpu=* -G $0\n")
+    proc = run([SLURM_PL, "--config", "other.conf", "--gpu", "2", "a.log", "true"], cwd=tmp_path, env=slurm_env)
+    assert proc.returncode == 0, proc.stderr
+    example = UTILS.parent / "conf" / "slurm.conf"
+    for args in (["--gpu", "8"], []):
+        proc = run([SLURM_PL, f"--config={example}", *args, "b.log", "true"], cwd=tmp_path, env=slurm_env)
+        assert proc.returncode == 0, proc.stderr
+    assert sbatch_calls(tmp_path) == [
+        ["-J", "a", "-G", "2", "--array=1-1", "--wait", "--output=q/a.%a.out", "q/a.sh"],
+        ["--export=ALL", "--job-name=b", "--time=2-00:00:00", "--partition=gpu", "--gres=gpu:a100:8",
+         "--cpus-per-gpu=8", "--mem-per-gpu=60G", "--array=1-1", "--wait", "--output=q/b.%a.out", "q/b.sh"],
+        ["--export=ALL", "--job-name=b", "--time=2-00:00:00", "--partition=cpu",
+         "--array=1-1", "--wait", "--output=q/b.%a.out", "q/b.sh"],
+    ]
+    # Both recipes and new ones (setup.sh) link the example.
+    for recipe in ("librispeech_mtbi", "commonvoice_mtbi"):
+        link = UTILS.parents[1] / recipe / "conf" / "slurm.conf"
+        assert os.readlink(link) == "../../TEMPLATE/conf/slurm.conf"
+    subprocess.run([UTILS.parent / "setup.sh", tmp_path / "new_mtbi"], check=True, capture_output=True)
+    assert (tmp_path / "new_mtbi/conf/slurm.conf").resolve() == example.resolve()
+
+
+@pytest.mark.parametrize("conf, args, message", [
+    (SITE_CONF.replace("option gpu=*", "option gpus=*"), [],
+     "conf/slurm.conf:11: unknown option 'gpus'; the options are gpu, mem, name, num_threads, time"),
+    (SITE_CONF.replace("default gpu=0", "partition gpu"), [],
+     "conf/slurm.conf:9: cannot read 'partition gpu'; expected 'command sbatch ...', "
+     "'option NAME=VALUE [sbatch options]' or 'default NAME=VALUE'"),
+    (SITE_CONF.replace("--time=$0", "--time=$1"), [],
+     "conf/slurm.conf:4: 'option time=*' needs $0 where the value goes, e.g. 'option mem=* --mem=$0'"),
+    (SITE_CONF.replace("default gpu=0", "default gpu=one"), [],
+     "conf/slurm.conf:9: gpu=one: expected a whole number"),
+    (SITE_CONF.replace("default time=24:00:00", "default time=1:00:00 --qos=high"), [],
+     "conf/slurm.conf:5: a default takes no sbatch options; write them on an 'option time=...' line"),
+    (SITE_CONF.replace("default time=24:00:00", "default time=*"), [],
+     "conf/slurm.conf:5: 'default time=*' needs a value, e.g. 'default time=24:00:00'"),
+    (SITE_CONF.replace("command sbatch", "# command sbatch"), [],
+     "conf/slurm.conf has no 'command sbatch ...' line"),
+    (SITE_CONF.replace("option mem=*", "# option mem=*"), ["--mem", "4G"],
+     "--mem 4G is not described in conf/slurm.conf; add an 'option mem=* ...$0...' or 'option mem=4G ...' line"),
+    (SITE_CONF.replace("command sbatch", "command /no/such/sbatch"), [],
+     "/no/such/sbatch not found (Slurm is required; use run.pl to run locally)"),
+    (None, ["--config", "missing.conf"],
+     "cannot read the site file missing.conf: No such file or directory"),
+])
+def test_slurm_pl_site_conf_errors(tmp_path, slurm_env, conf, args, message):
+    if conf is not None:
+        (tmp_path / "conf").mkdir()
+        (tmp_path / "conf/slurm.conf").write_text(conf)
+    proc = run([SLURM_PL, *args, "JOB=1:2", "log/s.JOB.log", "true"], cwd=tmp_path, env=slurm_env)
+    assert (proc.returncode, proc.stderr) == (1, f"slurm.pl: {message}\n")
+    assert not (tmp_path / "sbatch_calls.jsonl").exists()
     assert not (tmp_path / "log").exists()

@@ -11,8 +11,8 @@ from conftest import REPO_ROOT
 # toolkit's training code it uses and below the stage-4 preparation and the benchmark that use it.
 LAYERS = [
     ["mtbi.errors"],
-    ["mtbi.stage"],
-    ["mtbi.config", "mtbi.packaged"],
+    ["mtbi.stage", "mtbi.env", "mtbi.run_lock"],
+    ["mtbi.config", "mtbi.packaged", "mtbi.hub"],
     ["mtbi.cli"],
     ["mtbi.data"],
     ["mtbi.tasks"],

@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from mtbi.config import load_config
+from mtbi.hub import is_hub_id
 from mtbi.packaged import find_packaged_file, packaged_files
 from mtbi.prepare.encoder import EncoderPrepConfig
 from mtbi.prepare.teacher import TeacherConfig
@@ -16,8 +17,6 @@ from mtbi.tasks.bank import TaskConfig, load_task_bank
 from mtbi.train.config import TrainConfig
 
 CONFIGS = sorted(path for conf in REPO_ROOT.glob("egs/*/conf") for path in conf.rglob("*.yaml"))
-# conf/real names model dirs of the user's machine; it says so with this prefix.
-PLACEHOLDER = "/path/to/"
 
 
 def _class_of(path: Path) -> type:
@@ -36,8 +35,8 @@ def _conf_dir(path: Path) -> Path:
 
 
 def _assert_model_dir(model_dir: str, path: Path) -> None:
-    assert model_dir.startswith(PLACEHOLDER) or (Path(model_dir) / "config.json").is_file(), \
-        f"{path}: model_dir {model_dir} is neither a model dir nor a {PLACEHOLDER}... placeholder"
+    assert is_hub_id(model_dir) or (Path(model_dir) / "config.json").is_file(), \
+        f"{path}: model_dir {model_dir} is neither a model dir nor a hub id"
 
 
 def test_the_configs_are_found() -> None:
@@ -67,6 +66,15 @@ def test_config_loads_and_what_it_names_exists(path: Path) -> None:
     elif path.name != "train_base.yaml":  # a training config; its base alone names no tasks
         tasks = config.data.tasks if config.data.tasks is not None else bank.train_tasks
         assert tasks and set(tasks) <= set(bank.train_tasks), f"{path}: data.tasks {tasks} are not train tasks"
+
+
+def test_each_recipe_has_its_own_real_configs() -> None:
+    """conf/real is the recipe's to edit (model_dir, sizes): files, not links into TEMPLATE."""
+    for recipe in ("librispeech_mtbi", "commonvoice_mtbi"):
+        real = REPO_ROOT / "egs" / recipe / "conf" / "real"
+        names = sorted(p.name for p in real.iterdir())
+        assert names == sorted(p.name for p in (REPO_ROOT / "egs" / "TEMPLATE" / "conf" / "real").iterdir())
+        assert not [p for p in real.iterdir() if p.is_symlink()], recipe
 
 
 def test_the_baselines_of_a_set_differ_only_in_their_data() -> None:

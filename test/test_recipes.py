@@ -15,11 +15,13 @@ from pathlib import Path
 
 import kaldiio
 import pytest
+import torch
 import yaml
 from conftest import REPO_ROOT
 
 from mtbi.config import load_config
 from mtbi.data.datadir import read_table, validate_data_dir
+from mtbi.env import read_blocks
 from mtbi.prepare.encoder import EncoderPrepConfig
 
 TINY = "--mini_train 12 --mini_dev 4 --mini_test 4"
@@ -81,6 +83,8 @@ def test_recipe_stages_1_2_on_mini_corpus(tmp_path: Path, source: str, sets: lis
     assert again.returncode == 0, again.stderr[-3000:]
     assert "mini corpus already built" in again.stderr
     assert "already prepared" in again.stderr and "features already merged" in again.stderr
+    env_blocks = read_blocks((recipe / "exp" / "log" / "env.txt").read_text())
+    assert [b["stage"] for b in env_blocks] == ["1", "2", "2", "1", "2"]  # run, run_stage2.sh, run again
 
 
 @pytest.mark.slow
@@ -110,6 +114,8 @@ def test_missing_input_names_the_stage_that_makes_it(tmp_path: Path) -> None:
     result = run(recipe, "--stage", "2", "--stop_stage", "2")
     assert result.returncode == 1
     assert "ERROR: data/train_clean_100/wav.scp is missing; it is made by stage 1" in result.stderr
+    env_blocks = read_blocks((recipe / "exp" / "log" / "env.txt").read_text())  # recorded before its checks
+    assert [b["stage"] for b in env_blocks] == ["2"] and env_blocks[0]["torch"] == torch.__version__
 
 
 def test_driver_options(tmp_path: Path) -> None:
@@ -183,6 +189,7 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
         assert (exp / "model.safetensors").is_file() and (exp / "loss_curve.png").is_file(), tag
         steps = [json.loads(line)["step"] for line in (exp / "losses.jsonl").read_text().splitlines()]
         assert max(steps) == 3 and "training done" in (exp / "train.log").read_text()
+        assert [b["stage"] for b in read_blocks((exp / "env.txt").read_text())] == ["6"]  # the model's environment
     assert "step 3:" in result.stderr  # the training log is shown on the terminal
     for dset, n_utts in (("train_clean_100", 12), ("dev_clean", 4)):  # the frozen encoder's outputs, cached
         assert len(read_table(recipe / "exp" / "encoder_cache" / dset / "feats.scp")) == n_utts
@@ -214,6 +221,8 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     assert "| mtbi | speech |" in table and "| 3 |" in table  # trained 3 steps
     rerun = (recipe / "exp" / "run_stage8.sh").read_text()
     assert "--stage 8 --stop_stage 8" in rerun
+    env_blocks = read_blocks((recipe / "exp" / "log" / "env.txt").read_text())
+    assert [b["stage"] for b in env_blocks] == list("123456456") + ["7", "8"]
 
 
 def _has_smol_weights() -> bool:
@@ -240,7 +249,7 @@ def test_smol_config_set_stages_4_to_8(tmp_path: Path) -> None:
     exp = recipe / "exp_smol"
     assert not (recipe / "exp" / "teacher").exists()  # the tiny experiments are left alone
     encoder = load_config(exp / "encoder" / "encoder.yaml", EncoderPrepConfig)
-    assert encoder.model_dir == str((exp / "encoder" / "whisper").resolve()) and encoder.trim
+    assert encoder.model_dir == "./whisper" and encoder.trim  # relative to the encoder dir: exp_smol can move
     records = [json.loads(line) for line in (exp / "targets" / "dev_clean" / "targets.jsonl").read_text().splitlines()]
     assert len(records) == 4 * 10 and {r["teacher"] for r in records} == {"SmolLM2-135M-Instruct-Q4_1"}
     train_utts = {json.loads(line)["utt"] for line in

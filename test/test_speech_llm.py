@@ -72,6 +72,62 @@ def test_lora_adds_trainable_adapters_and_kl_uses_the_llm_without_them(dirs: dic
     assert all(p.grad is not None for n, p in model.named_parameters() if "lora_A" in n)
 
 
+def test_the_frozen_llm_runs_in_eval_mode_unless_lora_trains_it(dirs: dict) -> None:
+    frozen, _ = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
+    assert not frozen.train().llm.training and frozen.connector.training
+    adapted, _ = build_speech_llm(SpeechLLMConfig(lora=LoraSettings(rank=4)), dirs["encoder"], dirs["teacher"])
+    assert adapted.train().llm.training  # LoRA dropout trains with the adapters
+
+
+def connector_gradients(model, batch) -> tuple[dict[str, torch.Tensor], int]:
+    """The connector's gradients on ``batch`` and the number of values autograd kept for them."""
+    model.train()
+    model.zero_grad()
+    kept = [0]
+
+    def count(tensor: torch.Tensor) -> torch.Tensor:
+        kept[0] += tensor.numel()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+        loss = model(batch, 1.0 / batch.num_target_tokens)["loss"]
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.connector.named_parameters()}, kept[0]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_from_less_memory(dirs: dict) -> None:
+    torch.manual_seed(0)
+    plain, tokenizer = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
+    checkpointed, _ = build_speech_llm(SpeechLLMConfig(gradient_checkpointing=True), dirs["encoder"], dirs["teacher"])
+    checkpointed.connector.load_state_dict(plain.connector.state_dict())
+    _, batch = batch_for(dirs, tokenizer, interleave=1.0)
+    expected, kept_plain = connector_gradients(plain, batch)
+    got, kept_checkpointed = connector_gradients(checkpointed, batch)
+    assert not checkpointed.llm.training  # recomputed, yet without dropout
+    assert kept_checkpointed < 0.5 * kept_plain  # the LLM layers' activations are recomputed, not kept
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-7)
+
+
+def test_a_bfloat16_llm_keeps_a_float32_connector(dirs: dict) -> None:
+    torch.manual_seed(0)
+    full, tokenizer = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
+    half, _ = build_speech_llm(SpeechLLMConfig(attn_implementation="eager"), dirs["encoder"], dirs["teacher"],
+                               llm_dtype="bfloat16")
+    half.connector.load_state_dict(full.connector.state_dict())
+    assert {p.dtype for p in half.llm.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in half.connector.parameters()} == {torch.float32}
+    assert half.llm.config._attn_implementation == "eager"
+    _, batch = batch_for(dirs, tokenizer, interleave=0.5)
+    expected, got = connector_gradients(full, batch)[0], connector_gradients(half, batch)[0]
+    for name in expected:
+        assert got[name].dtype == torch.float32
+        cosine = torch.nn.functional.cosine_similarity(got[name].flatten(), expected[name].flatten(), dim=0)
+        assert cosine > 0.95, name  # the same gradient, up to bf16 rounding
+    with pytest.raises(MtbiError, match="attn_implementation 'flash': use one of sdpa, flash_attention_2, eager"):
+        SpeechLLMConfig(attn_implementation="flash")
+
+
 def test_kl_is_zero_when_the_student_reads_the_transcript(dirs: dict) -> None:
     model, tokenizer = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
     dataset, batch = batch_for(dirs, tokenizer, with_text=True)

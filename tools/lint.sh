@@ -10,5 +10,5 @@ bin=tools/venv/bin
 "${bin}/ruff" check mtbi tools test
 # The recipes' own scripts (their links to TEMPLATE are the same files) and the project's.
 mapfile -t scripts < <(find egs -name '*.sh' -not -type l | sort)
-"${bin}/shellcheck" "${scripts[@]}" tools/install.sh tools/lint.sh test/run.sh .ci/run
+"${bin}/shellcheck" "${scripts[@]}" tools/install.sh tools/lint.sh tools/gpu_check.sh test/run.sh .ci/run
 echo "lint: ruff and shellcheck passed (${#scripts[@]} recipe scripts)"

@@ -32,13 +32,16 @@ align_opts=          # extra options for mtbi.bin.align_words, e.g. "--align_fil
 task_conf=conf/tasks.yaml            # task bank and its seen/unseen, train/held-out split
 teacher_conf=        # the teacher LLM (default: from --config_set)
 encoder_conf=        # the speech encoder (default: from --config_set)
-gen_nj=1             # parallel target-generation jobs (each loads the teacher)
-gen_opts=            # extra options for mtbi.bin.make_targets, e.g. "--backend vllm --device cuda"
+gen_nj=1             # parallel target-generation jobs (each loads the teacher; on a GPU of its own with --ngpu > 0)
+gen_opts=            # extra options for mtbi.bin.make_targets, e.g. "--backend vllm --batch_size 64"
 gen_valid_opts=      # options for the valid set's targets only (after gen_opts), e.g. "--max_utts 20"
 # SLLM training (stage 6)
 train_confs=         # training configs, one SLLM each (default: the four baselines of --config_set)
-ngpu=0               # GPUs per training run (0: CPU; > 1: torchrun DDP)
-system_nj=1          # SLLMs trained (stage 6) and benchmarked (stage 7) at once; on CPU they share the cores
+ngpu=0               # GPUs per training run (stage 6; 0: CPU, > 1: torchrun DDP); > 0 also gives each target job
+                     # (stage 5), the encoder cache and each benchmark job (stage 7) one GPU. Local jobs take
+                     # their GPUs from MTBI_GPUS (default: all GPUs here) and wait until enough are free
+system_nj=1          # SLLMs trained (stage 6) and benchmarked (stage 7) at once; on CPU they share the cores,
+                     # on GPUs each has its own (--ngpu for training, one for the benchmark)
 train_opts=          # extra options for mtbi.bin.train, e.g. "--num_threads 8"
 encoder_cache=true   # cache a frozen encoder's outputs once and train from them (disk: frames x channels x 4 bytes)
 # Benchmark and scoring (stages 7-8)
@@ -75,12 +78,13 @@ Options (defaults in brackets):
   --task_conf            task bank and split [${task_conf}]
   --teacher_conf         teacher LLM config [from --config_set]
   --encoder_conf         speech encoder config [from --config_set]
-  --gen_nj               parallel target-generation jobs [${gen_nj}]
+  --gen_nj               parallel target-generation jobs (one GPU each with --ngpu > 0) [${gen_nj}]
   --gen_opts             options for mtbi.bin.make_targets [${gen_opts}]
   --gen_valid_opts       more options for the valid set's targets [${gen_valid_opts}]
   --train_confs          training configs, one SLLM each [the baselines of --config_set]
-  --ngpu                 GPUs per training run, 0 for CPU [${ngpu}]
-  --system_nj            SLLMs trained and benchmarked at once (CPU: cores shared) [${system_nj}]
+  --ngpu                 GPUs per training run, 0 for CPU; > 0 also runs stages 5 and 7 on one GPU a job;
+                         local jobs take GPUs from MTBI_GPUS [all] and wait for free ones [${ngpu}]
+  --system_nj            SLLMs trained and benchmarked at once (CPU: cores shared; GPU: their own) [${system_nj}]
   --train_opts           options for mtbi.bin.train [${train_opts}]
   --encoder_cache        cache the frozen encoder's outputs for training, true or false [${encoder_cache}]
   --bench_opts           options for mtbi.bin.build_bench [${bench_opts}]
@@ -156,6 +160,13 @@ write_stage_script() {
     mv "${script}.tmp" "${script}"
 }
 
+# Append the environment of stage $1 (mtbi commit, packages, CUDA and GPUs, host, time) to $2
+# [${expdir}/log/env.txt]; a failure to record it is a warning, never a stage failure.
+record_env() {
+    python -m mtbi.bin.record_env --stage "$1" --out "${2:-${expdir}/log/env.txt}" \
+        || log "WARNING: could not record the environment of stage $1 in ${2:-${expdir}/log/env.txt}"
+}
+
 # Fail with the stage that makes a missing input.
 require() {
     local path=$1 maker=$2
@@ -212,6 +223,7 @@ wait_jobs() {
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    record_env 1
     log "Stage 1: data preparation for ${all_sets}"
     # shellcheck disable=SC2086  # local_data_opts holds several options
     local/data.sh --sets "${all_sets}" --nj "${nj}" --allow_upsample "${allow_upsample}" \
@@ -223,6 +235,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+    record_env 2
     log "Stage 2: log-mel features (${n_mels} bins) -> ${feats_dir}"
     for dset in ${all_sets}; do
         require "data/${dset}/wav.scp" "stage 1"
@@ -240,6 +253,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+    record_env 3
     log "Stage 3: word alignment (${align_method}) -> data/<set>/word_align"
     for dset in ${all_sets}; do
         require "data/${dset}/text" "stage 1"
@@ -256,6 +270,7 @@ teacher_dir="${expdir}/teacher"
 encoder_dir="${expdir}/encoder"
 [ "${ngpu}" -gt 0 ] && device=cuda || device=cpu
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    record_env 4
     log "Stage 4: teacher LLM (${teacher_conf}) -> ${teacher_dir}"
     require "data/${train_set}/text" "stage 1"
     require "data/${valid_set}/text" "stage 1"
@@ -274,6 +289,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+    record_env 5
     log "Stage 5: imitation targets by the teacher -> ${expdir}/targets"
     require "${teacher_dir}/.done" "stage 4"
     gen_threads=$(( $(nproc) / gen_nj > 0 ? $(nproc) / gen_nj : 1 ))
@@ -282,11 +298,13 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
         out="${expdir}/targets/${dset}"
         log "targets for data/${dset} (${gen_nj} jobs), logs in ${out}/log"
         [ "${dset}" = "${valid_set}" ] && set_opts=${gen_valid_opts} || set_opts=
+        # With --ngpu > 0 each job gets a GPU of its own, the only one it sees (cuda).
         # shellcheck disable=SC2086  # gen_opts and set_opts hold several options
-        ${cuda_cmd} JOB=1:"${gen_nj}" "${out}/log/make_targets.JOB.log" \
+        ${cuda_cmd} --gpu "$(min "${ngpu}" 1)" JOB=1:"${gen_nj}" "${out}/log/make_targets.JOB.log" \
             python -m mtbi.bin.make_targets --data_dir "data/${dset}" --out_dir "${out}" \
                 --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" --task_conf "${task_conf}" \
-                --shard JOB --num_shards "${gen_nj}" --num_threads "${gen_threads}" ${gen_opts} ${set_opts}
+                --shard JOB --num_shards "${gen_nj}" --device "${device}" --num_threads "${gen_threads}" \
+                ${gen_opts} ${set_opts}
         python -m mtbi.bin.merge_targets --out_dir "${out}" --num_shards "${gen_nj}" \
             2>&1 | tee "${out}/log/merge_targets.log" >&2
     done
@@ -294,6 +312,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+    record_env 6
     for dset in ${train_set} ${valid_set}; do
         require "${feats_dir}/${dset}/feats.scp" "stage 2"
         require "${expdir}/targets/${dset}/targets.jsonl" "stage 5"
@@ -311,6 +330,8 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
         done
         cache_opts=(--train_encoded "${expdir}/encoder_cache/${train_set}" --valid_encoded "${expdir}/encoder_cache/${valid_set}")
     fi
+    # Each run gets --ngpu GPUs of its own from the launcher (CUDA_VISIBLE_DEVICES), so runs at once
+    # (--system_nj) never share one; torchrun --standalone takes a free port for each.
     if [ "${ngpu}" -gt 1 ]; then
         launcher=(torchrun --standalone --nproc_per_node "${ngpu}")
     else
@@ -320,6 +341,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
         require "${conf}" "you (a training config)"
         out="${expdir}/sllm_$(conf_tag "${conf}")"
         wait_for_slot
+        record_env 6 "${out}/env.txt"  # the trained model carries its environment
         log "Stage 6: SLLM training with ${conf} -> ${out} (log: ${out}/train.log)"
         # shellcheck disable=SC2086  # train_opts holds several options
         start_job run_and_follow "${out}/train.log" ${cuda_cmd} --gpu "${ngpu}" "${out}/train.log" \
@@ -335,6 +357,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+    record_env 7
     require "${teacher_dir}/.done" "stage 4"
     for dset in ${test_sets}; do
         require "data/${dset}/text" "stage 1"
@@ -345,6 +368,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
         python -m mtbi.bin.build_bench --data_dir "data/${dset}" --task_conf "${task_conf}" \
             --out_dir "$(dirname "${bench}")" ${bench_opts} 2>&1 | tee "${expdir}/log/stage7.${dset}.log" >&2
         out="${expdir}/teacher_text/bench_${dset}"
+        # Up to --system_nj answering jobs at once, with --ngpu > 0 each on a GPU of its own.
         wait_for_slot
         log "Stage 7: the teacher on the transcripts (text input, the upper bound) -> ${out}"
         # shellcheck disable=SC2086  # infer_opts holds several options
@@ -369,6 +393,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+    record_env 8
     for dset in ${test_sets}; do
         log "Stage 8: scores on ${dset} -> <system>/bench_${dset}/{scores.json,RESULTS.md,scores.png}"
         teacher_hyp="${expdir}/teacher_text/bench_${dset}/hyp.jsonl"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates a new recipe from TEMPLATE: links the shared files (mtbi.sh, path.sh, cmd.sh, utils,
-# local/{run_baselines,mini_opts}.sh, conf/*.yaml, conf/{real,smol}/*.yaml) and writes run.sh, db.sh and a local/data.sh stub, the one
-# corpus-specific file.
+# local/{run_baselines,mini_opts}.sh, conf/*.yaml, conf/smol/*.yaml, conf/slurm.conf), copies conf/real/*.yaml (this recipe's to edit) and
+# writes run.sh, db.sh and a local/data.sh stub, the one corpus-specific file.
 #
 #   egs/TEMPLATE/setup.sh egs/mycorpus_mtbi
 set -euo pipefail
@@ -26,11 +26,13 @@ done
 for f in "${template}"/conf/*.yaml; do
     ln -s "../${rel}/conf/$(basename "${f}")" "${target}/conf/$(basename "${f}")"
 done
-for set_dir in real smol; do
-    for f in "${template}/conf/${set_dir}"/*.yaml; do
-        ln -s "../../${rel}/conf/${set_dir}/$(basename "${f}")" "${target}/conf/${set_dir}/$(basename "${f}")"
-    done
+# The Slurm site settings (utils/slurm.pl reads conf/slurm.conf): an example to edit for a cluster.
+ln -s "../${rel}/conf/slurm.conf" "${target}/conf/slurm.conf"
+for f in "${template}"/conf/smol/*.yaml; do
+    ln -s "../../${rel}/conf/smol/$(basename "${f}")" "${target}/conf/smol/$(basename "${f}")"
 done
+# conf/real is copied, not linked: its model_dir, revision and sizes are this recipe's to set.
+cp "${template}"/conf/real/*.yaml "${target}/conf/real/"
 
 name=$(basename "${target}")
 corpus=${name%_mtbi}

@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from mtbi.cli import run_main
+from mtbi.cli import run_main, torch_device
 from mtbi.models.encoder_cache import encode_feats
 from mtbi.tasks.targets import target_utts
 
@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> None:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     utts = target_utts(args.targets) if args.targets else None
-    encode_feats(args.encoder_dir, args.feats_dir, args.out_dir, args.batch_size, args.device, utts)
+    encode_feats(args.encoder_dir, args.feats_dir, args.out_dir, args.batch_size, torch_device(args.device), utts)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 
 from mtbi.bench.build import read_bench
 from mtbi.bench.infer import INPUTS, SpeechAnswerer, TextAnswerer, run_inference
-from mtbi.cli import ConfigOption, run_main
+from mtbi.cli import ConfigOption, run_main, torch_device
 from mtbi.errors import MtbiError
 from mtbi.prepare.teacher import TeacherConfig, teacher_dir
 from mtbi.stage import dir_fingerprint, file_id
@@ -53,18 +53,20 @@ def main(args: argparse.Namespace) -> None:
     teacher = CONFIG.load(args)
     params = replace(teacher.generation, batch_size=args.batch_size or teacher.generation.batch_size)
     items = read_bench(args.bench)
+    device = torch_device(args.device)
     stamp = {"bench": hashlib.sha256(Path(args.bench).read_bytes()).hexdigest(), "input": args.input,
              "gen": params.record("hf")}
     if args.input == "text":
         llm_dir = teacher_dir(teacher, args.teacher_dir)
         stamp["model"] = dir_fingerprint(llm_dir)
-        answerer = TextAnswerer(load_generator(llm_dir, "hf", params, args.device, name=teacher.name))
+        stamp["dtype"] = teacher.dtype
+        answerer = TextAnswerer(load_generator(llm_dir, "hf", params, device, name=teacher.name, dtype=teacher.dtype))
     else:
         if not args.model_dir or not args.feats_dir:
             raise MtbiError("--input speech needs --model_dir (stage 6) and --feats_dir (stage 2)")
-        model, tokenizer = load_sllm(args.model_dir, args.checkpoint, args.device)
+        model, tokenizer = load_sllm(args.model_dir, args.checkpoint, device)
         stamp["model"] = file_id(weights_path(args.model_dir, args.checkpoint))
-        answerer = SpeechAnswerer(model, tokenizer, args.feats_dir, params, args.device)
+        answerer = SpeechAnswerer(model, tokenizer, args.feats_dir, params, device)
     run_inference(items, answerer, args.out_dir, stamp)
 
 

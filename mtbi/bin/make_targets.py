@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from mtbi.cli import ConfigOption, run_main
+from mtbi.cli import ConfigOption, run_main, torch_device
 from mtbi.data.datadir import read_table
 from mtbi.prepare.teacher import TeacherConfig, teacher_dir
 from mtbi.stage import dir_fingerprint
@@ -72,10 +72,11 @@ def main(args: argparse.Namespace) -> None:
                            "(%d tokens) less max_new_tokens (%d), e.g. %s", len(dropped), len(mine) + len(dropped),
                            context, params.max_new_tokens, dropped[0].key)
     step = targets_shard_step(args.out_dir, args.shard, args.num_shards, mine, config.name,
-                              dir_fingerprint(model_dir), params.record(args.backend))
+                              dir_fingerprint(model_dir), {**params.record(args.backend), "dtype": config.dtype})
     if step.skip(f"targets shard {args.shard} already done in {args.out_dir}"):
         return
-    generator = load_generator(model_dir, args.backend, params, args.device, name=config.name)
+    generator = load_generator(model_dir, args.backend, params, torch_device(args.device), name=config.name,
+                               dtype=config.dtype)
     generate_targets(mine, generator, args.out_dir, step, args.chunk_size)
 
 

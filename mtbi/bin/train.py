@@ -5,7 +5,9 @@ frozen encoder its cached outputs --train_encoded/--valid_encoded when given), t
 teacher's targets --train_targets/--valid_targets (stage 5), word alignments --train_align
 (stage 3, for interleaving), the encoder of --encoder_dir and the teacher LLM (stage 4).
 Writes --out_dir (exp/sllm_<tag>): config.yaml, checkpoints/, losses.jsonl, tensorboard/,
-loss_curve.png, model.safetensors. A re-run resumes from the last checkpoint.
+loss_curve.png, model.safetensors. A re-run resumes from the last checkpoint. SIGTERM or SIGUSR1
+writes a checkpoint after the step under way and exits with status 75; --out_dir/.lock refuses a
+second run on the same dir while this one runs.
 
   torchrun --standalone --nproc_per_node 4 -m mtbi.bin.train --device cuda ...
 """
@@ -14,23 +16,25 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from mtbi.cli import ConfigOption, run_main
+from mtbi.cli import ConfigOption, run_main, torch_device
 from mtbi.config import load_config
 from mtbi.errors import MtbiError
 from mtbi.models.interleave import InterleaveConfig
 from mtbi.models.speech_llm import build_speech_llm
-from mtbi.prepare.teacher import TeacherConfig, teacher_dir
+from mtbi.prepare.teacher import TeacherConfig, teacher_model
+from mtbi.run_lock import RunLock
 from mtbi.stage import Step, marker
 from mtbi.tasks.bank import load_task_bank
 from mtbi.train import sllm_dir
 from mtbi.train.config import TrainConfig
 from mtbi.train.dataset import ImitationDataset
+from mtbi.train.preemption import EXIT_STOPPED, TrainingStopped
 from mtbi.train.trainer import Trainer, init_distributed
 
 logger = logging.getLogger(__name__)
@@ -65,24 +69,23 @@ def main(args: argparse.Namespace) -> None:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     config = CONFIG.load(args)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
+    device = torch_device(args.device)
     ddp = init_distributed(device)
     out_dir = Path(args.out_dir)
     teacher = load_config(args.teacher_conf, TeacherConfig)
-    llm_dir = teacher_dir(teacher, args.teacher_dir)
-    resolved = sllm_dir.resolved_config(config, teacher.name, args.encoder_dir, llm_dir)
+    llm = teacher_model(teacher, args.teacher_dir)
+    resolved = sllm_dir.resolved_config(config, teacher.name, teacher.dtype, args.encoder_dir, llm, out_dir)
     inputs = [p for p in (args.train_targets, Path(args.train_feats) / "feats.scp", args.train_align,
                           marker(args.encoder_dir), marker(args.teacher_dir)) if p]
     step = Step(marker(out_dir), resolved, inputs)
     if step.skip(f"{out_dir} is already trained with this config"):
         return
+    if ddp.is_main:  # the ranks of one run share its lock
+        RunLock(out_dir).hold_until_exit()
     sllm_dir.check_same_config(out_dir, resolved)
 
     torch.manual_seed(config.seed)
-    model, tokenizer = build_speech_llm(config.model, args.encoder_dir, llm_dir)
+    model, tokenizer = build_speech_llm(config.model, args.encoder_dir, llm.path, teacher.dtype, device)
     bank = load_task_bank(args.task_conf)
     tasks = config.data.tasks if config.data.tasks is not None else bank.train_tasks
     for task in tasks:
@@ -105,7 +108,12 @@ def main(args: argparse.Namespace) -> None:
         logger.info("SpeechLLM: %.2fM trainable of %.2fM parameters; %d ranks; config %s",
                     trainable / 1e6, sum(p.numel() for p in model.parameters()) / 1e6, ddp.world_size,
                     args.config)
-    Trainer(model, config, train_set, valid_set, out_dir, device, ddp, stage_step=step).train()
+    try:
+        Trainer(model, config, train_set, valid_set, out_dir, device, ddp, stage_step=step).train()
+    except TrainingStopped as stopped:
+        if ddp.is_main:
+            print(stopped, file=sys.stderr)
+        sys.exit(EXIT_STOPPED)
 
 
 if __name__ == "__main__":

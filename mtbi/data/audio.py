@@ -3,6 +3,9 @@
 Stereo is downmixed by averaging channels. Higher sample rates are resampled with soxr.
 Lower rates are refused unless ``allow_upsample``: telephone-band audio upsampled to 16 kHz
 has an empty upper band that a 16 kHz model never saw in training, which is worth a decision.
+
+soundfile and soxr are imported where audio is read, not with the module: the models import
+``FRAME_SHIFT`` from here on machines without them (tools/gpu_check.sh).
 """
 
 from __future__ import annotations
@@ -11,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
 
 from mtbi.errors import MtbiError
 
@@ -46,7 +47,7 @@ def probe_audio(path: str | Path, target_sr: int = TARGET_SAMPLE_RATE,
                 allow_upsample: bool = False) -> AudioInfo:
     """Read the header of ``path`` and check it is usable; raise :class:`AudioError` if not."""
     path = Path(path)
-    info = _read(path, sf.info)
+    info = _read(path, lambda sf, p: sf.info(p))
     # MP3 headers report no frame count until decoded; 0 there is not an empty file.
     if info.frames == 0 and info.format != "MP3":
         raise AudioError(path, "audio has no samples")
@@ -62,7 +63,7 @@ def load_audio(path: str | Path, target_sr: int = TARGET_SAMPLE_RATE,
     sample rate below ``target_sr`` unless ``allow_upsample``.
     """
     path = Path(path)
-    samples, sample_rate = _read(path, lambda p: sf.read(p, dtype="float32", always_2d=True))
+    samples, sample_rate = _read(path, lambda sf, p: sf.read(p, dtype="float32", always_2d=True))
     if samples.shape[0] == 0:
         raise AudioError(path, "audio has no samples")
     _check_rate(path, sample_rate, target_sr, allow_upsample)
@@ -70,16 +71,20 @@ def load_audio(path: str | Path, target_sr: int = TARGET_SAMPLE_RATE,
     if not np.isfinite(mono).all():
         raise AudioError(path, "NaN or infinite samples")
     if sample_rate != target_sr:
+        import soxr
+
         mono = soxr.resample(mono, sample_rate, target_sr, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 def _read(path: Path, reader):
-    """Run a soundfile ``reader`` on ``path``, turning its failures into :class:`AudioError`."""
+    """Run ``reader(soundfile, path)`` on ``path``, turning its failures into :class:`AudioError`."""
+    import soundfile as sf
+
     if not path.is_file():
         raise AudioError(path, "audio file not found")
     try:
-        return reader(str(path))
+        return reader(sf, str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(path, "unreadable audio", f"{err}; replace or remove the file") from None
 

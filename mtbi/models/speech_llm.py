@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from mtbi.errors import MtbiError
 from mtbi.models.connectors import ConnectorConfig, build_connector
@@ -35,6 +36,9 @@ class LoraSettings:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
 
 
+ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+
+
 @dataclass(frozen=True)
 class SpeechLLMConfig:
     """``model`` in a training config."""
@@ -42,6 +46,15 @@ class SpeechLLMConfig:
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     train_encoder: bool = False  # the encoder is frozen (and run in eval mode) unless true
+    # Recompute the LLM's layer activations in the backward pass instead of keeping them: less
+    # memory (a 7B LLM on long speech prompts), about a third more compute.
+    gradient_checkpointing: bool = False
+    attn_implementation: str | None = None  # the LLM's attention: sdpa, flash_attention_2, eager (None: sdpa)
+
+    def __post_init__(self) -> None:
+        if self.attn_implementation not in (None, *ATTN_IMPLEMENTATIONS):
+            raise MtbiError(f"model.attn_implementation '{self.attn_implementation}': use one of "
+                            f"{', '.join(ATTN_IMPLEMENTATIONS)}")
 
 
 @dataclass
@@ -65,15 +78,25 @@ class SpeechBatch:
 
 
 class SpeechLLM(nn.Module):
-    """Encoder + connector + frozen causal LM."""
+    """Encoder + connector + frozen causal LM.
+
+    The frozen parts may be in bfloat16 or float16 (their ``dtype`` in the encoder and teacher
+    configs); the trainable connector always holds float32 weights (autocast computes in the
+    training precision). The frozen LLM runs in eval mode (no dropout) unless LoRA trains it.
+    """
 
     def __init__(self, encoder: nn.Module, llm: PreTrainedModel, config: SpeechLLMConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = encoder
+        if config.train_encoder and any(p.dtype != torch.float32 for p in encoder.parameters()):
+            raise MtbiError("model.train_encoder: true needs the encoder in float32; set dtype: float32 "
+                            "in the encoder config (stage 4)")
         self.connector = build_connector(config.connector, encoder.output_size, llm.get_input_embeddings().embedding_dim)
         for p in llm.parameters():
             p.requires_grad_(False)
+        if config.gradient_checkpointing:
+            llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         if config.lora.rank > 0:
             from peft import LoraConfig, get_peft_model
 
@@ -94,6 +117,14 @@ class SpeechLLM(nn.Module):
         super().train(mode)
         if not self.config.train_encoder:
             self.encoder.eval()  # frozen: no dropout, so its outputs could be cached
+        if self.config.lora.rank == 0:
+            self.llm.eval()  # frozen: imitate the teacher as it answers, without dropout
+            if mode and self.config.gradient_checkpointing:
+                # transformers recomputes only layers in training mode; the flag of the layer
+                # itself decides that, its attention and MLP submodules stay in eval mode.
+                for module in self.llm.modules():
+                    if isinstance(module, GradientCheckpointingLayer):
+                        module.training = True
         return self
 
     def encode_speech(self, feats: torch.Tensor, feats_lens: torch.Tensor,
@@ -107,10 +138,10 @@ class SpeechLLM(nn.Module):
             if feats.shape[-1] != self.encoder.output_size:
                 raise MtbiError(f"cached encoder outputs have {feats.shape[-1]} channels, the encoder "
                                 f"{self.encoder.output_size}; re-run stage 6 to cache them again")
-            return self.connector(feats, feats_lens)
+            return self.connector(feats.float(), feats_lens)
         with torch.set_grad_enabled(self.config.train_encoder and torch.is_grad_enabled()):
             frames, lens = self.encoder(feats, feats_lens)
-        return self.connector(frames, lens)
+        return self.connector(frames.float(), lens)  # a bf16 encoder's frames into the float32 connector
 
     def _speech_slice(self, segment: SpeechSegment, length: int) -> slice:
         first = 0 if segment.start is None else min(length - 1, math.floor(segment.start / self.frame_shift))
@@ -150,7 +181,7 @@ class SpeechLLM(nn.Module):
         """Summed token losses times ``token_scale`` (e.g. 1 / tokens of the global batch):
         ``loss`` (weighted CE + KL), and ``ce_sum`` / ``kl_sum`` (unscaled, detached)."""
         embeds, mask, labels = self.embed(batch)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
         targets = labels[:, 1:]
         student = logits[:, :-1][targets != IGNORE].float()
         ce = nn.functional.cross_entropy(student, targets[targets != IGNORE], reduction="sum")
@@ -181,7 +212,7 @@ class SpeechLLM(nn.Module):
         embeds, mask, labels = _pad(rows, label_rows, pad_left=False)
         adapters_off = self.llm.disable_adapter() if self.config.lora.rank > 0 else contextlib.nullcontext()
         with adapters_off:
-            logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
+            logits = self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
         return logits[:, :-1][labels[:, 1:] != IGNORE].float()
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -217,17 +248,19 @@ def _pad(rows: list[torch.Tensor], label_rows: list[torch.Tensor],
 
 
 def build_speech_llm(config: SpeechLLMConfig, encoder_dir: str | Path, llm_dir: str | Path,
+                     llm_dtype: str = "float32", device: str | torch.device = "cpu",
                      ) -> tuple[SpeechLLM, PreTrainedTokenizerBase]:
     """The SpeechLLM of ``config`` with the encoder of ``encoder_dir`` (stage 4) and the frozen
-    LLM of ``llm_dir`` (the teacher), and the LLM's tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    LLM of ``llm_dir`` (the teacher) in ``llm_dtype``, on ``device``, and the LLM's tokenizer."""
+    from transformers import AutoTokenizer
 
     from mtbi.models.encoders import load_speech_encoder
-    from mtbi.tasks.generation import check_model_dir
+    from mtbi.tasks.generation import check_model_dir, load_causal_lm
 
     llm_dir = check_model_dir(llm_dir)
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
-    return SpeechLLM(load_speech_encoder(encoder_dir), llm, config), tokenizer
+    llm = load_causal_lm(llm_dir, llm_dtype, device, config.attn_implementation)
+    model = SpeechLLM(load_speech_encoder(encoder_dir).to(device), llm, config)
+    return model.to(device), tokenizer

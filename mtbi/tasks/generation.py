@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from mtbi.errors import MtbiError
+from mtbi.hub import torch_dtype
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,18 @@ def check_model_dir(model_dir: str | Path) -> Path:
     return model_dir
 
 
+def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str | torch.device = "cpu",
+                   attn_implementation: str | None = None) -> PreTrainedModel:
+    """The frozen causal LM of ``model_dir`` in eval mode, loaded straight into ``dtype`` on
+    ``device`` (transformers reads the safetensors shard by shard: no float32 copy, no random
+    init first)."""
+    device = torch.device(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch_dtype(dtype), attn_implementation=attn_implementation,
+        device_map=str(device) if device.type != "cpu" else None)
+    return model.eval()
+
+
 def context_length(model_dir: str | Path) -> int | None:
     """The longest input (prompt + answer tokens) the model of ``model_dir`` was built for, from
     its config.json; None when it does not say."""
@@ -67,7 +80,7 @@ class HFGenerator:
     backend = "hf"
 
     def __init__(self, model_dir: str | Path, params: GenerationParams = GenerationParams(),
-                 device: str = "cpu", dtype: torch.dtype = torch.float32, name: str | None = None) -> None:
+                 device: str = "cpu", dtype: str = "float32", name: str | None = None) -> None:
         model_dir = check_model_dir(model_dir)
         self.params = params
         self.device = torch.device(device)
@@ -75,7 +88,7 @@ class HFGenerator:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
+        self.model = load_causal_lm(model_dir, dtype, self.device)
         self.model_id = name or model_dir.resolve().name
 
     @torch.inference_mode()
@@ -111,14 +124,14 @@ class VLLMGenerator:
     backend = "vllm"
 
     def __init__(self, model_dir: str | Path, params: GenerationParams = GenerationParams(),
-                 name: str | None = None) -> None:
+                 dtype: str = "float32", name: str | None = None) -> None:
         model_dir = check_model_dir(model_dir)
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
             raise MtbiError("--backend vllm needs the vllm package; pip install vllm "
                             "into tools/venv, or use --backend hf") from None
-        self.llm = LLM(model=str(model_dir))
+        self.llm = LLM(model=str(model_dir), dtype=dtype)
         self.sampling = SamplingParams(temperature=0.0, max_tokens=params.max_new_tokens)
         self.tokenizer = self.llm.get_tokenizer()
         self.params = params
@@ -130,11 +143,11 @@ class VLLMGenerator:
 
 
 def load_generator(model_dir: str | Path, backend: str = "hf", params: GenerationParams = GenerationParams(),
-                   device: str = "cpu", name: str | None = None) -> Generator:
-    """The teacher's generator for ``backend`` (``hf`` or ``vllm``); ``name`` is recorded with
-    its answers (default: the model dir's name)."""
+                   device: str = "cpu", name: str | None = None, dtype: str = "float32") -> Generator:
+    """The teacher's generator for ``backend`` (``hf`` or ``vllm``) with its weights in ``dtype``;
+    ``name`` is recorded with its answers (default: the model dir's name)."""
     if backend == "hf":
-        return HFGenerator(model_dir, params, device=device, name=name)
+        return HFGenerator(model_dir, params, device=device, dtype=dtype, name=name)
     if backend == "vllm":
-        return VLLMGenerator(model_dir, params, name=name)
+        return VLLMGenerator(model_dir, params, dtype=dtype, name=name)
     raise MtbiError(f"unknown generation backend '{backend}'; use hf or vllm")

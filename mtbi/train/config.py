@@ -36,7 +36,7 @@ class TrainConfig:
     ce_weight: float = 1.0
     kl_weight: float = 0.0         # > 0: add KL to the frozen LLM's logits on the transcript
     seed: int = 0
-    precision: str = "float32"     # bf16 or fp16: autocast on GPUs (ignored on CPU)
+    precision: str = "float32"     # bf16 (GPU or CPU) or fp16 (GPU): autocast; trainable weights stay float32
     log_interval: int = 10
     save_interval: int = 200       # checkpoint and validation loss every so many steps
     keep_checkpoints: int = 2

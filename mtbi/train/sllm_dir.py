@@ -1,7 +1,10 @@
 """The trained-SLLM directory: stage 6 writes it, stage 7 (and users) read it; this module is its
 one owner::
 
-    <model dir>/config.yaml           the resolved config: train (TrainConfig), teacher, encoder_dir, llm_dir
+    <model dir>/config.yaml           the resolved config: train (TrainConfig), teacher (its name), llm
+                                      (hub id + commit, or a path relative to the model dir), llm_dtype,
+                                      encoder_dir (relative to the model dir); no absolute path, so
+                                      exp/ can be moved or copied to another machine
     <model dir>/model.safetensors     the final trainable weights (connector, LoRA, the encoder if trained)
     <model dir>/checkpoints/step_<N>/ model.safetensors, optimizer.pt, trainer_state.json, and per rank
                                       rng.<rank>.pt (its RNG state and loss-log window)
@@ -20,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from mtbi.config import from_dict
 from mtbi.errors import MtbiError
+from mtbi.hub import ResolvedModel, relative_path, resolve_model
 from mtbi.models.speech_llm import SpeechLLM, build_speech_llm
 from mtbi.stage import atomic_write
 from mtbi.train.config import TrainConfig
@@ -30,11 +34,12 @@ CHECKPOINT_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.json"  # written last: a checkpoint without it is incomplete
 
 
-def resolved_config(config: TrainConfig, teacher: str, encoder_dir: str | Path, llm_dir: str | Path) -> dict:
-    """What ``config.yaml`` records: the training config, the teacher's name and the encoder and
-    LLM dirs the SLLM is built from."""
-    return {"train": dataclasses.asdict(config), "teacher": teacher,
-            "encoder_dir": str(Path(encoder_dir).resolve()), "llm_dir": str(Path(llm_dir).resolve())}
+def resolved_config(config: TrainConfig, teacher: str, llm_dtype: str, encoder_dir: str | Path,
+                    llm: ResolvedModel, model_dir: str | Path) -> dict:
+    """What ``config.yaml`` of ``model_dir`` records: the training config, the teacher's name, the
+    frozen LLM and its dtype, and the encoder dir, by references that survive moving ``exp/``."""
+    return {"train": dataclasses.asdict(config), "teacher": teacher, "llm": llm.reference(model_dir),
+            "llm_dtype": llm_dtype, "encoder_dir": relative_path(encoder_dir, model_dir)}
 
 
 def write_config(model_dir: str | Path, resolved: dict) -> None:
@@ -104,7 +109,13 @@ def load_sllm(model_dir: str | Path, checkpoint: str | None = None,
     resolved = read_config(model_dir)
     if not weights.is_file():
         raise MtbiError(f"{weights} is missing; it is made by stage 6 (training)")
-    config = from_dict(TrainConfig, resolved["train"], str(Path(model_dir) / CONFIG_FILE))
-    model, tokenizer = build_speech_llm(config.model, resolved["encoder_dir"], resolved["llm_dir"])
+    config_file = Path(model_dir) / CONFIG_FILE
+    if "llm" not in resolved:
+        raise MtbiError(f"{config_file} was written by an older mtbi (absolute llm_dir); re-run stage 6 "
+                        "for this model")
+    config = from_dict(TrainConfig, resolved["train"], str(config_file))
+    llm = resolve_model(resolved["llm"]["model"], resolved["llm"]["revision"], model_dir, what=f"{config_file}: llm")
+    model, tokenizer = build_speech_llm(config.model, Path(model_dir) / resolved["encoder_dir"], llm.path,
+                                        resolved["llm_dtype"], device)
     model.load_trainable_state_dict(load_file(weights), str(weights))
-    return model.to(device).eval(), tokenizer
+    return model.eval(), tokenizer

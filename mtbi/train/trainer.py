@@ -7,7 +7,8 @@ process on the same global batch. Every ``save_interval`` steps a checkpoint is 
 (trainable weights as safetensors; optimizer and scheduler state, and per rank the RNG state and
 the sums of the loss-log window under way, loaded back with ``torch.load(weights_only=True)``); a
 re-run resumes from the last one and continues the same loss curve, since the data order and the
-interleaving draws depend only on the step.
+interleaving draws depend only on the step. SIGTERM or SIGUSR1 stops training after the step under
+way, with a checkpoint of that step (``mtbi.train.preemption``).
 
 Writes, under ``out_dir``: ``config.yaml`` (the resolved config), ``checkpoints/step_<N>/``,
 ``losses.jsonl``, ``tensorboard/``, ``loss_curve.png``, ``model.safetensors`` and ``.done``.
@@ -36,6 +37,7 @@ from mtbi.stage import Step, atomic_dir, atomic_write
 from mtbi.train import sllm_dir
 from mtbi.train.config import PRECISIONS, TrainConfig
 from mtbi.train.dataset import ImitationDataset, collate
+from mtbi.train.preemption import StopSignals, TrainingStopped
 from mtbi.train.sampler import BucketBatchSampler, padding_fraction
 from mtbi.train.schedule import warmup_cosine
 
@@ -114,8 +116,10 @@ class Trainer:
         if ddp.world_size > 1:
             self.wrapped = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
-        dtype = PRECISIONS[config.precision] if device.type == "cuda" else None
-        self.autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if dtype else contextlib.nullcontext
+        dtype = PRECISIONS[config.precision]
+        if dtype == torch.float16 and device.type != "cuda":
+            raise MtbiError("precision fp16 needs a GPU (--device cuda); use bf16 or float32 on CPU")
+        self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
         self.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -201,6 +205,12 @@ class Trainer:
         return fractions
 
     def train(self) -> None:
+        """Train to ``optim.max_steps``, resuming from the last checkpoint; on SIGTERM or SIGUSR1 stop
+        after the step under way with a checkpoint and raise :class:`TrainingStopped`."""
+        with StopSignals() as signals:
+            self._train(signals)
+
+    def _train(self, signals: StopSignals) -> None:
         config, optim = self.config, self.config.optim
         self.resume()
         padding = self.report_padding()
@@ -220,6 +230,7 @@ class Trainer:
         self.model.train()
         window = self.window
         window.start = clock = time.time()
+        stopped_by = None
         while self.step < optim.max_steps:
             micro = [next(batches) for _ in range(optim.accum_grad)]
             tokens = self.ddp.all_sum(torch.tensor(float(sum(b.num_target_tokens for b in micro)))).item()
@@ -254,14 +265,24 @@ class Trainer:
             if self.step % config.log_interval == 0 or self.step == optim.max_steps:
                 self._log(window, writer, progress)
                 self.window = window = LogWindow()
-            if self.step % config.save_interval == 0 or self.step == optim.max_steps:
+            saved = self.step % config.save_interval == 0 or self.step == optim.max_steps
+            if saved:
                 self._validate(writer)
                 now = time.time()
                 self.train_seconds, clock = self.train_seconds + now - clock, now
                 self.save_checkpoint()
+            if self.step < optim.max_steps:  # the last step finishes the run whatever came
+                stopped_by = signals.agreed(self.ddp.all_sum, self.device)
+            if stopped_by:
+                if not saved:  # no validation: the resumed run's loss log is the uninterrupted one's
+                    self.train_seconds += time.time() - clock
+                    self.save_checkpoint()
+                break
         progress.close()
         if writer:
             writer.close()
+        if stopped_by:
+            raise TrainingStopped(stopped_by, self.step, sllm_dir.checkpoint_path(self.out_dir, self.step))
         self.finish()
 
     def _log(self, window: LogWindow, writer, progress: tqdm) -> None:
