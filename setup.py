@@ -21,7 +21,9 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "sentencepiece>=0.2",
-        "transformers>=4.45",
+        "transformers>=4.56",  # from_pretrained(dtype=...), GradientCheckpointingLayer
+        "huggingface_hub>=0.34",  # models by hub id: snapshot_download into the hub cache
+        "accelerate>=1.0",  # from_pretrained(device_map=...): a frozen LLM loaded straight onto its GPU
         "espeakng-loader>=0.2.4",  # espeak-ng library and voices for the mini corpus, no apt step
         "safetensors>=0.4",
         "peft>=0.13",  # optional LoRA on the frozen LLM

@@ -8,12 +8,13 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from mtbi.config import dump_config, load_config
 from mtbi.errors import MtbiError
+
+if TYPE_CHECKING:
+    import torch
 
 # A full disk (ENOSPC), a quota (EDQUOT) or a file size limit (EFBIG, e.g. ulimit -f).
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -105,8 +106,13 @@ def torch_device(name: str) -> torch.device:
     """The device ``--device`` names. ``cuda`` is this process's GPU: the first visible one, or
     under torchrun the one of its LOCAL_RANK. On GPUs float32 matmuls and convolutions may use
     TF32 (the frozen models run in bf16 or fp32; TF32 speeds fp32 with no effect on bf16)."""
+    import torch  # here, so that entry points without models (record_env) start quickly
+
     device = torch.device(name)
     if device.type == "cuda":
+        if device.index is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise MtbiError(f"--device {name}: under torchrun each rank takes the GPU of its LOCAL_RANK; "
+                            "use --device cuda")
         if device.index is None:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

@@ -81,7 +81,13 @@ def _snapshot(repo_id: str, revision: str | None, what: str) -> Path:
     """``snapshot_download`` with its failures turned into one-line errors that say what to do."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.constants import HF_HUB_CACHE
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     at = f"{repo_id}@{revision}" if revision else repo_id
     try:
@@ -99,3 +105,6 @@ def _snapshot(repo_id: str, revision: str | None, what: str) -> Path:
         raise MtbiError(f"{what} '{at}' is not in the hub cache {HF_HUB_CACHE} and the hub cannot be "
                         "reached (HF_HUB_OFFLINE=1 or no network); download it where there is network "
                         f"(hf download {repo_id}) into the cache HF_HOME points to") from None
+    except HfHubHTTPError as err:
+        raise MtbiError(f"{what} '{at}': the hub failed ({str(err).splitlines()[0]}); run the stage again "
+                        f"later: the files downloaded so far are kept in {HF_HUB_CACHE}") from None

@@ -1,16 +1,17 @@
 """One run per output directory: ``<dir>/.lock`` names the run that holds the directory.
 
-The lock is one line of JSON, ``{"host", "pid", "since", "started"}``: the host name, the process
-id, the local time the lock was taken (ISO 8601, to the second) and, on Linux, the process's start
-time in clock ticks since boot (optional). It is created atomically (``O_CREAT | O_EXCL``), so of
-two runs started at once one wins. A second run on the directory is refused while the holder
-lives; a lock left by a dead process on this host (SIGKILL, out of memory) is taken over with a
-warning. A lock of another host cannot be checked from here, so it is refused too.
+The lock is one line of JSON, ``{"host", "pid", "since", "started", "slurm_job"}``: the host name,
+the process id, the local time the lock was taken (ISO 8601, to the second), on Linux the process's
+start time in clock ticks since boot (optional) and, under Slurm, the job id and restart count.
+It is created atomically (``O_CREAT | O_EXCL``), so of two runs started at once one wins. A
+second run on the directory is refused while the holder lives; a lock left by a dead process on
+this host (SIGKILL, out of memory) is taken over with a warning. A lock of another host cannot be
+checked from here, so it is refused too, except one left by an earlier start of the same Slurm job
+(``--requeue`` restarts a job under its id, often on another node, once the earlier start ended).
 """
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import json
 import logging
@@ -35,11 +36,20 @@ class Holder:
     pid: int
     since: str
     started: int | None = None
+    slurm_job: str | None = None  # SLURM_JOB_ID.SLURM_RESTART_COUNT under Slurm
 
     @classmethod
     def me(cls) -> Holder:
         return cls(socket.gethostname(), os.getpid(), datetime.now().isoformat(timespec="seconds"),
-                   _start_ticks(os.getpid()))
+                   _start_ticks(os.getpid()), _slurm_job())
+
+    def is_earlier_start_of_my_slurm_job(self) -> bool:
+        """Whether a requeued Slurm job of this process held the lock in an earlier start."""
+        mine = _slurm_job()
+        if not (mine and self.slurm_job):
+            return False
+        (job, restart), (held_job, held_restart) = mine.split("."), self.slurm_job.split(".")
+        return job == held_job and int(held_restart) < int(restart)
 
     def is_running(self) -> bool:
         """Whether the holder still runs; only answerable on its own host (the caller checks)."""
@@ -50,6 +60,12 @@ class Holder:
         except PermissionError:
             pass  # another user's process: it exists
         return self.started is None or _start_ticks(self.pid) in (None, self.started)
+
+
+def _slurm_job() -> str | None:
+    """``<job id>.<restart count>`` of the Slurm job this process runs in; None outside Slurm."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"{job}.{os.environ.get('SLURM_RESTART_COUNT', '0')}" if job else None
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -90,11 +106,13 @@ class RunLock:
         holder = self._read()
         if holder is None:  # removed by its holder meanwhile
             return
-        if holder.host != socket.gethostname() or holder.is_running():
+        requeued = holder.is_earlier_start_of_my_slurm_job()
+        if not requeued and (holder.host != socket.gethostname() or holder.is_running()):
             raise MtbiError(f"{self.directory} is in use by pid {holder.pid} on host {holder.host} since "
                             f"{holder.since} ({self.path}); wait for it or remove the lock if that run is dead")
-        logger.warning("%s: taking over the lock of pid %d on host %s (since %s), which no longer runs",
-                       self.path, holder.pid, holder.host, holder.since)
+        logger.warning("%s: taking over the lock of pid %d on host %s (since %s), which no longer runs%s",
+                       self.path, holder.pid, holder.host, holder.since,
+                       " (an earlier start of this requeued Slurm job)" if requeued else "")
         self.path.unlink(missing_ok=True)
 
     def _read(self) -> Holder | None:
@@ -112,12 +130,6 @@ class RunLock:
         if self.holder is not None and self._read() == self.holder:
             self.path.unlink()
         self.holder = None
-
-    def hold_until_exit(self) -> None:
-        """Acquire; released when the process exits by returning, ``sys.exit`` or an uncaught error
-        (a process killed by a signal leaves it, and the next run takes it over)."""
-        self.acquire()
-        atexit.register(self.release)
 
     def __enter__(self) -> RunLock:
         self.acquire()

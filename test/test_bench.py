@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import save_file
 from sllm_fixtures import make_imitation_data, make_model_dirs
 from teacher_fixtures import SENTENCES
@@ -20,11 +18,13 @@ from mtbi.bench.infer import SpeechAnswerer, run_inference, speech_segments
 from mtbi.bench.metrics import bleu, exact_match, is_transcription, normalize_answer, rouge_l, word_error_rate
 from mtbi.bench.scoring import score_system
 from mtbi.errors import MtbiError
+from mtbi.hub import ResolvedModel
 from mtbi.models.interleave import SpeechSegment, TextSegment, build_segments
 from mtbi.models.speech_llm import SpeechLLMConfig, build_speech_llm
 from mtbi.models.speech_prompt import tokenize_prompt
 from mtbi.tasks.bank import load_task_bank
 from mtbi.tasks.generation import GenerationParams
+from mtbi.train import sllm_dir
 from mtbi.train.config import TrainConfig
 from mtbi.train.sllm_dir import load_sllm
 
@@ -144,8 +144,8 @@ def sllm(tmp_path_factory: pytest.TempPathFactory) -> dict:
     model_dir = root / "sllm"
     model_dir.mkdir()
     save_file({k: v.contiguous() for k, v in model.trainable_state_dict().items()}, model_dir / "model.safetensors")
-    (model_dir / "config.yaml").write_text(yaml.safe_dump({
-        "train": dataclasses.asdict(config), "teacher": "random", "encoder_dir": str(encoder), "llm_dir": str(teacher)}))
+    sllm_dir.write_config(model_dir, sllm_dir.resolved_config(config, "random", "float32", encoder,
+                                                               ResolvedModel(teacher), model_dir))
     texts = {}
     for line in data["targets"].read_text().splitlines():
         record = json.loads(line)

@@ -32,11 +32,12 @@ MAX_STEPS = 12
 SAVE_INTERVAL = 5  # so a stop mostly lands between checkpoints and writes its own
 
 
-def write_lock(directory: Path, pid: int, host: str | None = None, started: int | None = None) -> Path:
+def write_lock(directory: Path, pid: int, host: str | None = None, started: int | None = None,
+               slurm_job: str | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     lock = directory / LOCK_FILE
     lock.write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid, "since": "2026-12-01T07:00:00",
-                                "started": started}))
+                                "started": started, "slurm_job": slurm_job}))
     return lock
 
 
@@ -93,8 +94,23 @@ def test_a_lock_of_a_live_process_or_another_host_is_refused(tmp_path: Path, liv
         RunLock(tmp_path / "c").acquire()
 
 
+def test_a_requeued_slurm_job_takes_over_the_lock_of_its_earlier_start(tmp_path: Path, live_pid: int,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    write_lock(tmp_path / "a", live_pid, host="node7", slurm_job="4242.0")  # the start before the requeue
+    lock = RunLock(tmp_path / "a")
+    lock.acquire()
+    assert json.loads((tmp_path / "a" / LOCK_FILE).read_text())["slurm_job"] == "4242.1"
+    lock.release()
+    for other in ("4243.0", "4242.1"):  # another job, or this very start: a run that may live
+        write_lock(tmp_path / other, live_pid, host="node7", slurm_job=other)
+        with pytest.raises(MtbiError, match="is in use by pid [0-9]+ on host node7"):
+            RunLock(tmp_path / other).acquire()
+
+
 def test_a_held_lock_is_released_at_exit_and_only_by_its_holder(tmp_path: Path) -> None:
-    code = f"from mtbi.run_lock import RunLock; RunLock({str(tmp_path)!r}).hold_until_exit(); raise SystemExit(3)"
+    code = f"from mtbi.run_lock import RunLock\nwith RunLock({str(tmp_path)!r}):\n    raise SystemExit(3)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 3
     assert not (tmp_path / LOCK_FILE).exists()
     lock = RunLock(tmp_path)

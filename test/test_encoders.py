@@ -290,9 +290,10 @@ def test_shipped_configs() -> None:
     assert tiny.kind == "conformer" and tiny.encoder_config().conformer == tiny.conformer
     whisper = load_config(conf / "real" / "encoder.yaml", EncoderPrepConfig)
     assert whisper.kind == "whisper" and whisper.n_mels == 128 and not whisper.trim
+    assert (whisper.model_dir, whisper.dtype) == ("openai/whisper-large-v3", "bfloat16")
     smol = load_config(conf / "smol" / "encoder.yaml", EncoderPrepConfig)
     assert smol.kind == "whisper" and smol.ct2_packages and smol.trim and not smol.model_dir
     for recipe in ("librispeech_mtbi", "commonvoice_mtbi"):
-        for name in ("encoder_tiny.yaml", "real/encoder.yaml", "smol/encoder.yaml"):
+        for name in ("encoder_tiny.yaml", "smol/encoder.yaml"):
             link = egs / recipe / "conf" / name
             assert link.is_symlink() and link.resolve() == (conf / name).resolve(), link

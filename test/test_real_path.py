@@ -21,13 +21,14 @@ from mtbi.config import load_config
 from mtbi.models.encoders import EncoderConfig
 
 LLM_ID, WHISPER_ID = "mtbi-test/tiny-qwen2-instruct", "mtbi-test/tiny-whisper-large-v3"
-BASELINES = ("asr_sft", "blsp", "mtbi", "mtbi_interleave")
+# The transcript as answer, and the teacher's answers with interleaving: the code paths of all four.
+BASELINES = ("asr_sft", "mtbi_interleave")
 
 
-def set_model(conf: Path, model_dir: str) -> None:
-    """Point the recipe's config ``conf`` to ``model_dir``, keeping the rest of it."""
+def set_model(conf: Path, model_dir: str, **changed) -> None:
+    """Point the recipe's config ``conf`` to ``model_dir`` and change ``changed``, keeping the rest."""
     config = yaml.safe_load(conf.read_text())
-    conf.write_text(yaml.safe_dump({**config, "model_dir": model_dir}))
+    conf.write_text(yaml.safe_dump({**config, "model_dir": model_dir, **changed}))
 
 
 @pytest.mark.slow
@@ -39,7 +40,9 @@ def test_real_config_set_stages_4_to_8_with_standin_hub_models(tmp_path: Path, m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
     assert not any(p.is_symlink() for p in (recipe / "conf" / "real").iterdir())  # this recipe's own
-    set_model(recipe / "conf" / "real" / "teacher.yaml", LLM_ID)
+    teacher = yaml.safe_load((recipe / "conf" / "real" / "teacher.yaml").read_text())
+    set_model(recipe / "conf" / "real" / "teacher.yaml", LLM_ID,  # short answers: a random LLM never stops
+              generation={**teacher["generation"], "max_new_tokens": 16})
     set_model(recipe / "conf" / "real" / "encoder.yaml", WHISPER_ID)
 
     stages = run(recipe, "--stage", "1", "--stop_stage", "3", "--nj", "2", "--n_mels", "128",
@@ -48,7 +51,8 @@ def test_real_config_set_stages_4_to_8_with_standin_hub_models(tmp_path: Path, m
     quick = "--set optim.max_steps=2 optim.batch_size=4 optim.accum_grad=1 save_interval=2 valid_examples=4"
     result = run(recipe, "--config_set", "real", "--stage", "4", "--stop_stage", "8", "--n_mels", "128",
                  "--train_opts", quick, "--gen_opts", "--max_utts 4", "--gen_valid_opts", "--max_utts 2",
-                 "--bench_opts", "--max_utts 2")
+                 "--bench_opts", "--max_utts 1",
+                 "--train_confs", " ".join(f"conf/real/train_{tag}.yaml" for tag in BASELINES))
     assert result.returncode == 0, result.stderr[-3000:]
     exp = recipe / "exp_real"
     info = json.loads((exp / "teacher" / "mtbi_teacher.json").read_text())

@@ -15,6 +15,7 @@ second run on the same dir while this one runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from dataclasses import replace
@@ -25,6 +26,7 @@ import torch
 from mtbi.cli import ConfigOption, run_main, torch_device
 from mtbi.config import load_config
 from mtbi.errors import MtbiError
+from mtbi.hub import ResolvedModel
 from mtbi.models.interleave import InterleaveConfig
 from mtbi.models.speech_llm import build_speech_llm
 from mtbi.prepare.teacher import TeacherConfig, teacher_model
@@ -35,7 +37,7 @@ from mtbi.train import sllm_dir
 from mtbi.train.config import TrainConfig
 from mtbi.train.dataset import ImitationDataset
 from mtbi.train.preemption import EXIT_STOPPED, TrainingStopped
-from mtbi.train.trainer import Trainer, init_distributed
+from mtbi.train.trainer import Distributed, Trainer, init_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +82,15 @@ def main(args: argparse.Namespace) -> None:
     step = Step(marker(out_dir), resolved, inputs)
     if step.skip(f"{out_dir} is already trained with this config"):
         return
-    if ddp.is_main:  # the ranks of one run share its lock
-        RunLock(out_dir).hold_until_exit()
-    sllm_dir.check_same_config(out_dir, resolved)
+    with RunLock(out_dir) if ddp.is_main else contextlib.nullcontext():  # the ranks of one run share its lock
+        sllm_dir.check_same_config(out_dir, resolved)
+        train_locked(args, config, teacher, llm, resolved, step, device, ddp)
 
+
+def train_locked(args: argparse.Namespace, config: TrainConfig, teacher: TeacherConfig, llm: ResolvedModel,
+                 resolved: dict, step: Step, device: torch.device, ddp: Distributed) -> None:
+    """Build the SLLM and its data and train it into ``args.out_dir`` (whose lock this run holds)."""
+    out_dir = Path(args.out_dir)
     torch.manual_seed(config.seed)
     model, tokenizer = build_speech_llm(config.model, args.encoder_dir, llm.path, teacher.dtype, device)
     bank = load_task_bank(args.task_conf)

@@ -21,7 +21,7 @@ from mtbi.config import load_config
 from mtbi.data.datadir import read_table
 from mtbi.data.feature_dump import load_feature_batch
 from mtbi.errors import MtbiError
-from mtbi.hub import resolve_model
+from mtbi.hub import is_hub_id, resolve_model
 from mtbi.models.encoders import CONFIG_FILE, EncoderConfig, load_speech_encoder
 from mtbi.stage import Step, atomic_dir, dir_fingerprint, file_id, marker
 
@@ -35,10 +35,10 @@ def cache_step(encoder_dir: str | Path, feats_dir: str | Path, out_dir: str | Pa
     stamp = {"encoder": dir_fingerprint(encoder_dir), "feats": file_id(Path(feats_dir) / "feats.scp")}
     config_file = Path(encoder_dir) / CONFIG_FILE
     config = load_config(config_file, EncoderConfig) if config_file.is_file() else None
-    if config and config.model_dir:
-        whisper = resolve_model(config.model_dir, config.revision, encoder_dir, what=f"{config_file}: model_dir")
-        if whisper.hub_id is None:  # a hub model is pinned by the commit that encoder.yaml records
-            stamp["whisper"] = dir_fingerprint(whisper.path)
+    # A hub model is pinned by the commit that encoder.yaml records; a local one by its files.
+    if config and config.model_dir and not is_hub_id(config.model_dir):
+        whisper = resolve_model(config.model_dir, None, encoder_dir, what=f"{config_file}: model_dir")
+        stamp["whisper"] = dir_fingerprint(whisper.path)
     if utts is not None:
         stamp["utts"] = hashlib.sha256("\n".join(sorted(utts)).encode()).hexdigest()
     return Step(marker(out_dir), stamp)

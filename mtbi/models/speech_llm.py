@@ -96,7 +96,7 @@ class SpeechLLM(nn.Module):
         for p in llm.parameters():
             p.requires_grad_(False)
         if config.gradient_checkpointing:
-            llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if config.lora.rank > 0:
             from peft import LoraConfig, get_peft_model
 
@@ -121,7 +121,9 @@ class SpeechLLM(nn.Module):
             self.llm.eval()  # frozen: imitate the teacher as it answers, without dropout
             if mode and self.config.gradient_checkpointing:
                 # transformers recomputes only layers in training mode; the flag of the layer
-                # itself decides that, its attention and MLP submodules stay in eval mode.
+                # itself decides that, its attention and MLP submodules stay in eval mode (no
+                # dropout in Llama, Qwen2, Mistral or Gemma layers; OPT and Falcon layers apply
+                # dropout at the layer level: set their dropout to 0 in the LLM's config).
                 for module in self.llm.modules():
                     if isinstance(module, GradientCheckpointingLayer):
                         module.training = True

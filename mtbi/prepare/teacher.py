@@ -134,7 +134,7 @@ def prepare_teacher(config: TeacherConfig, out_dir: str | Path, bank: TaskBank,
         check_model_dir(resolved.path)
         # A hub model is pinned to the commit resolved now; a local dir is recorded as configured.
         info = {"name": config.name, "model": {"model": resolved.hub_id, "revision": resolved.commit}
-                if resolved.hub_id else {"model": str(resolved.path), "revision": None}}
+                if resolved.hub_id else {"model": config.model_dir, "revision": None}}
         logger.info("teacher %s: %s", config.name, f"{resolved.hub_id} at commit {resolved.commit}"
                     if resolved.hub_id else resolved.path)
     elif config.kind == "gguf":

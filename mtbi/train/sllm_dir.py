@@ -111,8 +111,8 @@ def load_sllm(model_dir: str | Path, checkpoint: str | None = None,
         raise MtbiError(f"{weights} is missing; it is made by stage 6 (training)")
     config_file = Path(model_dir) / CONFIG_FILE
     if "llm" not in resolved:
-        raise MtbiError(f"{config_file} was written by an older mtbi (absolute llm_dir); re-run stage 6 "
-                        "for this model")
+        raise MtbiError(f"{config_file} was written by an older mtbi (absolute llm_dir); remove "
+                        f"{model_dir} and run stage 6 again to train it with this version")
     config = from_dict(TrainConfig, resolved["train"], str(config_file))
     llm = resolve_model(resolved["llm"]["model"], resolved["llm"]["revision"], model_dir, what=f"{config_file}: llm")
     model, tokenizer = build_speech_llm(config.model, Path(model_dir) / resolved["encoder_dir"], llm.path,

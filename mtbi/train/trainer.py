@@ -71,15 +71,19 @@ class LogWindow:
 class Distributed:
     rank: int = 0
     world_size: int = 1
+    device: torch.device = torch.device("cpu")  # where collectives run: NCCL reduces GPU tensors only
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     def all_sum(self, value: torch.Tensor) -> torch.Tensor:
-        if self.world_size > 1:
-            dist.all_reduce(value)
-        return value
+        """``value`` summed over the ranks, on the device it came from."""
+        if self.world_size == 1:
+            return value
+        reduced = value.to(self.device)
+        dist.all_reduce(reduced)
+        return reduced.to(value.device)
 
 
 def init_distributed(device: torch.device) -> Distributed:
@@ -89,7 +93,7 @@ def init_distributed(device: torch.device) -> Distributed:
         return Distributed()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), world_size)
+    return Distributed(dist.get_rank(), world_size, device)
 
 
 class Trainer:
@@ -114,6 +118,11 @@ class Trainer:
         self.train_seconds = 0.0  # wall time spent training, summed over resumed runs
         self.wrapped = model
         if ddp.world_size > 1:
+            # Every rank loaded the same frozen models: DDP need not broadcast them from rank 0
+            # (a 7B LLM's 15 GB at every start), only the trainable weights.
+            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                model, [n for n, p in model.named_parameters() if not p.requires_grad]
+                + [n for n, _ in model.named_buffers() if not n.startswith("connector.")])
             self.wrapped = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         dtype = PRECISIONS[config.precision]

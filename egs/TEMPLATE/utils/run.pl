@@ -20,7 +20,8 @@
 # CUDA_VISIBLE_DEVICES, else the GPUs `nvidia-smi -L` lists. A job waits until N GPUs
 # are free and takes the first free ones in pool order. All run.pl processes of a user
 # share the pool through one lock file per GPU (flock) in MTBI_GPU_LOCK_DIR (default
-# ${TMPDIR:-/tmp}/mtbi-gpus-$USER, which must be local to this machine). The job's own
+# ${TMPDIR:-/tmp}/mtbi-gpus-$USER, plus -slurm$SLURM_JOB_ID inside a Slurm allocation; it
+# must be local to this machine). The job's own
 # processes hold the locks, so a GPU is free again when the last of them ends, however
 # it ends, and stays taken while they run even if run.pl itself is killed.
 use strict;
@@ -83,7 +84,9 @@ if ($ngpu > 0) {
   @pool = gpu_pool($ngpu);
   my $tmp = ($ENV{TMPDIR} // '') ne '' ? $ENV{TMPDIR} : '/tmp';
   my $user = $ENV{USER} // getpwuid($<) // $<;
-  $lock_dir = ($ENV{MTBI_GPU_LOCK_DIR} // '') ne '' ? $ENV{MTBI_GPU_LOCK_DIR} : "$tmp/mtbi-gpus-$user";
+  # Inside a Slurm allocation the ids are the allocation's own (another job's GPU 0 is another GPU).
+  my $scope = ($ENV{SLURM_JOB_ID} // '') ne '' ? "-slurm$ENV{SLURM_JOB_ID}" : '';
+  $lock_dir = ($ENV{MTBI_GPU_LOCK_DIR} // '') ne '' ? $ENV{MTBI_GPU_LOCK_DIR} : "$tmp/mtbi-gpus-$user$scope";
   make_path($lock_dir, {error => \my $err}) unless -d $lock_dir;
   fail("cannot create the GPU lock dir $lock_dir; set MTBI_GPU_LOCK_DIR to a writable local dir")
     unless -d $lock_dir && -w _;
