@@ -9,6 +9,7 @@ from pathlib import Path
 import kaldiio
 import soxr
 import torch
+import yaml
 from teacher_fixtures import SENTENCES, make_random_teacher
 
 from mtbi.data.features import SAMPLE_RATE, log_mel
@@ -55,6 +56,16 @@ def make_random_encoder(out_dir: Path, seed: int = 0) -> Path:
         output_size=64, attention_heads=4, linear_units=128, num_blocks=2, cnn_module_kernel=7))
     save_encoder(out_dir, build_encoder(config))
     return out_dir
+
+
+def make_training_setup(root: Path) -> dict:
+    """What stage 6 reads, under ``root``: imitation data of 8 utterances, a random encoder dir and
+    a random teacher with its config (``root``, ``data``, ``encoder``, ``teacher_conf``)."""
+    data = make_imitation_data(root / "data", num_utts=8)
+    encoder_dir, teacher_dir = make_model_dirs(root)
+    teacher_conf = root / "teacher.yaml"
+    teacher_conf.write_text(yaml.safe_dump({"kind": "hf", "name": "random", "model_dir": str(teacher_dir)}))
+    return {"root": root, "data": data, "encoder": encoder_dir, "teacher_conf": teacher_conf}
 
 
 def make_model_dirs(root: Path) -> tuple[Path, Path]:

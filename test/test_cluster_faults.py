@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from sllm_fixtures import make_imitation_data, make_model_dirs
+from sllm_fixtures import make_training_setup
 from test_trainer import losses, train_command
 
 from mtbi.bin import train
@@ -132,18 +132,15 @@ def test_stop_signals_are_recorded_inside_and_act_as_before_outside() -> None:
 # -- stage 6 ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sllm(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("faults")
-    data = make_imitation_data(root / "data", num_utts=8)
-    encoder_dir, teacher_dir = make_model_dirs(root)
-    teacher_conf = root / "teacher.yaml"
-    teacher_conf.write_text(yaml.safe_dump({"kind": "hf", "name": "random", "model_dir": str(teacher_dir)}))
+    setup = make_training_setup(tmp_path_factory.mktemp("faults"))
+    root = setup["root"]
     config = root / "train.yaml"
     config.write_text(yaml.safe_dump({
         "model": {"connector": {"kind": "conv", "stride": 2, "hidden_size": 32}},
         "data": {"tasks": ["transcription", "qa_subject", "qa_color", "continuation"], "interleave": {"prob": 0.5}},
         "optim": {"learning_rate": 0.01, "warmup_steps": 2, "max_steps": MAX_STEPS, "batch_size": 4},
         "log_interval": 2, "save_interval": SAVE_INTERVAL, "valid_examples": 8, "num_workers": 0}))
-    setup = {"root": root, "data": data, "encoder": encoder_dir, "teacher_conf": teacher_conf, "config": config}
+    setup["config"] = config
     # The uninterrupted run, started over a lock that a dead process left.
     straight = root / "straight"
     setup["stale_pid"] = dead_pid()

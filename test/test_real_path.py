@@ -83,7 +83,7 @@ def test_real_config_set_stages_4_to_8_with_standin_hub_models(tmp_path: Path, m
 
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    model, _ = load_sllm(moved / "sllm_mtbi")
+    model, _ = load_sllm(moved / "sllm_mtbi_interleave")
     assert next(model.llm.parameters()).dtype == torch.bfloat16
     assert next(model.encoder.parameters()).dtype == torch.bfloat16
     assert next(model.connector.parameters()).dtype == torch.float32

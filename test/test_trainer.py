@@ -16,7 +16,7 @@ import torch
 import yaml
 from conftest import REPO_ROOT
 from safetensors.torch import load_file
-from sllm_fixtures import make_imitation_data, make_model_dirs
+from sllm_fixtures import make_training_setup
 
 from mtbi.config import load_config
 from mtbi.errors import MtbiError
@@ -63,12 +63,7 @@ def test_a_config_typo_is_an_error_listing_the_valid_keys(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("sllm")
-    data = make_imitation_data(root / "data", num_utts=8)
-    encoder_dir, teacher_dir = make_model_dirs(root)
-    teacher_conf = root / "teacher.yaml"
-    teacher_conf.write_text(yaml.safe_dump({"kind": "hf", "name": "random", "model_dir": str(teacher_dir)}))
-    return {"root": root, "data": data, "encoder": encoder_dir, "teacher_conf": teacher_conf}
+    return make_training_setup(tmp_path_factory.mktemp("sllm"))
 
 
 def write_config(path: Path, log_interval: int = 1, **optim) -> Path:
