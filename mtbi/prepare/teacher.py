@@ -66,7 +66,7 @@ def teacher_model(config: TeacherConfig, exp_teacher_dir: str | Path) -> Resolve
     configured model when stage 4 has not run), else ``exp_teacher_dir``, which stage 4 must have
     prepared with this config (tiny and gguf teachers)."""
     if config.kind == "hf":
-        pinned = read_stamp(marker(exp_teacher_dir)) and _read_info(exp_teacher_dir).get("model")
+        pinned = _read_info(exp_teacher_dir).get("model")
         if pinned and _prepared_config(exp_teacher_dir) == _preparation(config):
             return resolve_model(pinned["model"], pinned["revision"], what="teacher model_dir")
         return resolve_teacher(config)
@@ -99,7 +99,7 @@ def teacher_step(config: TeacherConfig, out_dir: str | Path, bank: TaskBank, tra
 
 def check_prepared_with(exp_teacher_dir: str | Path, config: TeacherConfig) -> None:
     """Fail unless stage 4 prepared ``exp_teacher_dir`` with this teacher config (its
-    ``generation`` part aside, which only stage 5 uses)."""
+    ``generation`` and ``dtype`` aside, which only stages 5-7 use)."""
     done = marker(exp_teacher_dir)
     if read_stamp(done) is None:
         raise MtbiError(f"{done} is missing; run stage 4 (the teacher) first")
@@ -119,9 +119,8 @@ def _preparation(config: TeacherConfig) -> dict:
 
 
 def _prepared_config(exp_teacher_dir: str | Path) -> dict:
-    """The part of the config stage 4 prepared ``exp_teacher_dir`` with ({} before stage 4)."""
-    stamp = read_stamp(marker(exp_teacher_dir)) or {}
-    return {k: v for k, v in stamp.get("config", {}).items() if k not in _RUNTIME_KEYS}
+    """The :func:`_preparation` stage 4 prepared ``exp_teacher_dir`` with ({} before stage 4)."""
+    return (read_stamp(marker(exp_teacher_dir)) or {}).get("config", {})
 
 
 def prepare_teacher(config: TeacherConfig, out_dir: str | Path, bank: TaskBank,
