@@ -22,8 +22,10 @@ valid_set=           # validation data dir name
 test_sets=           # space-separated test data dir names
 local_data_opts=     # extra options for local/data.sh
 # Features (stage 2)
+feats_type=raw       # raw: keep the audio, log-mel computed when read (disk: none); logmel: dump it
+                     # (disk: 115 MB per hour of audio at 80 bins, 184 MB at 128)
 n_mels=80            # 80 (Whisper up to large-v2) or 128 (large-v3)
-dumpdir=dump         # features go to ${dumpdir}/logmel${n_mels}/<set>
+dumpdir=dump         # stage 2 writes ${dumpdir}/raw/<set> or ${dumpdir}/logmel${n_mels}/<set>
 allow_upsample=false # true: accept audio below 16 kHz (upsampled), else it is skipped
 # Word alignment (stage 3)
 align_method=auto    # auto (the corpus's own timings in data/<set>/ctm, else ctc), ctm, textgrid or ctc
@@ -43,7 +45,10 @@ ngpu=0               # GPUs per training run (stage 6; 0: CPU, > 1: torchrun DDP
 system_nj=1          # SLLMs trained (stage 6) and benchmarked (stage 7) at once; on CPU they share the cores,
                      # on GPUs each has its own (--ngpu for training, one for the benchmark)
 train_opts=          # extra options for mtbi.bin.train, e.g. "--num_threads 8"
-encoder_cache=true   # cache a frozen encoder's outputs once and train from them (disk: frames x channels x 4 bytes)
+encoder_cache=true   # cache a frozen encoder's outputs once and train from them (disk: frames x channels x 2 bytes)
+encoder_cache_dtype=float16  # float16 or float32: how the cache stores the outputs
+encoder_cache_max_gb=0       # disk budget of each set's cache in GB (0: the free disk); over it, no cache:
+                             # training computes the encoder's outputs from the features
 # Benchmark and scoring (stages 7-8)
 bench_opts=          # extra options for mtbi.bin.build_bench, e.g. "--max_utts 500"
 infer_opts=          # extra options for mtbi.bin.infer, e.g. "--batch_size 128"
@@ -54,7 +59,8 @@ Usage: $0 --train_set <name> --valid_set <name> --test_sets "<names>" [options]
 
 Stages (select with --stage N --stop_stage M):
   1  data preparation: local/data.sh -> data/<set>/{wav.scp,text,utt2spk,spk2utt}
-  2  log-mel features (sharded over --nj)  -> ${dumpdir}/logmel<n_mels>/<set>/feats.scp
+  2  audio checked (raw) or log-mel dumped (logmel), sharded over --nj
+                                           -> ${dumpdir}/raw/<set> or ${dumpdir}/logmel<n_mels>/<set>
   3  word alignment                        -> data/<set>/word_align
   4  teacher LLM and speech encoder        -> <expdir>/teacher, <expdir>/encoder
   5  imitation targets by the teacher      -> <expdir>/targets/<set>/targets.jsonl
@@ -70,6 +76,7 @@ Options (defaults in brackets):
   --config_set           tiny, or a folder of conf/ (smol, real) [${config_set}]
   --train_set, --valid_set, --test_sets   data dir names [${train_set}, ${valid_set}, ${test_sets}]
   --local_data_opts      options passed to local/data.sh [${local_data_opts}]
+  --feats_type           raw (log-mel computed when read) or logmel (dumped) [${feats_type}]
   --n_mels               mel bins, 80 or 128 [${n_mels}]
   --dumpdir              feature dir [${dumpdir}]
   --allow_upsample       accept audio below 16 kHz [${allow_upsample}]
@@ -87,6 +94,8 @@ Options (defaults in brackets):
   --system_nj            SLLMs trained and benchmarked at once (CPU: cores shared; GPU: their own) [${system_nj}]
   --train_opts           options for mtbi.bin.train [${train_opts}]
   --encoder_cache        cache the frozen encoder's outputs for training, true or false [${encoder_cache}]
+  --encoder_cache_dtype  float16 or float32 [${encoder_cache_dtype}]
+  --encoder_cache_max_gb disk budget of a set's cache in GB, 0 for the free disk [${encoder_cache_max_gb}]
   --bench_opts           options for mtbi.bin.build_bench [${bench_opts}]
   --infer_opts           options for mtbi.bin.infer [${infer_opts}]
   --compare_opts         options for mtbi.bin.compare [${compare_opts}]
@@ -139,6 +148,9 @@ train_confs=${train_confs:-"${conf_dir}/train_asr_sft.yaml ${conf_dir}/train_bls
 if [ "${n_mels}" != 80 ] && [ "${n_mels}" != 128 ]; then
     log "ERROR: --n_mels must be 80 or 128, got '${n_mels}'"; exit 1
 fi
+if [ "${feats_type}" != raw ] && [ "${feats_type}" != logmel ]; then
+    log "ERROR: --feats_type must be raw or logmel, got '${feats_type}'"; exit 1
+fi
 
 . ./path.sh
 . ./cmd.sh
@@ -147,7 +159,7 @@ if [ "${config_set}" = smol ]; then
 fi
 
 all_sets="${train_set} ${valid_set} ${test_sets}"
-feats_dir="${dumpdir}/logmel${n_mels}"
+[ "${feats_type}" = raw ] && feats_dir="${dumpdir}/raw" || feats_dir="${dumpdir}/logmel${n_mels}"
 mkdir -p "${expdir}/log"
 
 # After stage $1 succeeded: write the command that re-runs it alone to ${expdir}/run_stage$1.sh
@@ -236,15 +248,15 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     record_env 2
-    log "Stage 2: log-mel features (${n_mels} bins) -> ${feats_dir}"
+    log "Stage 2: ${feats_type} features (${n_mels} mel bins) -> ${feats_dir}"
     for dset in ${all_sets}; do
         require "data/${dset}/wav.scp" "stage 1"
         out="${feats_dir}/${dset}"
-        num_utts=$(wc -l < "data/${dset}/wav.scp")
+        num_utts=$(wc -l < "data/${dset}/utt2spk")
         _nj=$(min "${nj}" "${num_utts}")
-        log "features for data/${dset} (${num_utts} utterances, ${_nj} jobs), logs in ${out}/log"
+        log "${feats_type} features of data/${dset} (${num_utts} utterances, ${_nj} jobs), logs in ${out}/log"
         ${train_cmd} JOB=1:"${_nj}" "${out}/log/extract_feats.JOB.log" \
-            python -m mtbi.bin.extract_feats --data_dir "data/${dset}" --out_dir "${out}" \
+            python -m mtbi.bin.extract_feats --data_dir "data/${dset}" --out_dir "${out}" --feats_type "${feats_type}" \
                 --shard JOB --num_shards "${_nj}" --n_mels "${n_mels}" --allow_upsample "${allow_upsample}"
         python -m mtbi.bin.merge_feats --data_dir "data/${dset}" --out_dir "${out}" --num_shards "${_nj}" \
             2>&1 | tee "${out}/log/merge_feats.log" >&2
@@ -280,7 +292,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     log "Stage 4: speech encoder (${encoder_conf}) -> ${encoder_dir}"
     test_set=${test_sets%% *}
     for dset in ${train_set} ${valid_set} ${test_set}; do
-        require "${feats_dir}/${dset}/feats.scp" "stage 2"
+        require "${feats_dir}/${dset}/.done" "stage 2"
     done
     python -m mtbi.bin.prepare_encoder --encoder_conf "${encoder_conf}" --train_dir "${feats_dir}/${train_set}" \
         --valid_dir "${feats_dir}/${valid_set}" --test_dir "${feats_dir}/${test_set}" --out_dir "${encoder_dir}" \
@@ -314,7 +326,7 @@ fi
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     record_env 6
     for dset in ${train_set} ${valid_set}; do
-        require "${feats_dir}/${dset}/feats.scp" "stage 2"
+        require "${feats_dir}/${dset}/.done" "stage 2"
         require "${expdir}/targets/${dset}/targets.jsonl" "stage 5"
     done
     require "${encoder_dir}/.done" "stage 4"
@@ -322,13 +334,18 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     cache_opts=()
     if [ "${encoder_cache}" = true ]; then
         for dset in ${train_set} ${valid_set}; do
-            log "Stage 6: the frozen encoder's outputs of ${dset} -> ${expdir}/encoder_cache/${dset}"
-            ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${expdir}/encoder_cache/log/encode_feats.${dset}.log" \
+            cache="${expdir}/encoder_cache/${dset}"
+            log "Stage 6: the frozen encoder's outputs of ${dset} -> ${cache}"
+            run_and_follow "${expdir}/encoder_cache/log/encode_feats.${dset}.log" \
+                ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${expdir}/encoder_cache/log/encode_feats.${dset}.log" \
                 python -m mtbi.bin.encode_feats --encoder_dir "${encoder_dir}" --feats_dir "${feats_dir}/${dset}" \
-                    --targets "${expdir}/targets/${dset}/targets.jsonl" --out_dir "${expdir}/encoder_cache/${dset}" \
-                    --device "${device}"
+                    --targets "${expdir}/targets/${dset}/targets.jsonl" --out_dir "${cache}" --device "${device}" \
+                    --dtype "${encoder_cache_dtype}" --max_gb "${encoder_cache_max_gb}"
+            # Over its disk budget a set has no cache: training computes its encoder outputs.
+            if [ -f "${cache}/.done" ]; then
+                [ "${dset}" = "${train_set}" ] && cache_opts+=(--train_encoded "${cache}") || cache_opts+=(--valid_encoded "${cache}")
+            fi
         done
-        cache_opts=(--train_encoded "${expdir}/encoder_cache/${train_set}" --valid_encoded "${expdir}/encoder_cache/${valid_set}")
     fi
     # Each run gets --ngpu GPUs of its own from the launcher (CUDA_VISIBLE_DEVICES), so runs at once
     # (--system_nj) never share one; torchrun --standalone takes a free port for each.
@@ -361,7 +378,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     require "${teacher_dir}/.done" "stage 4"
     for dset in ${test_sets}; do
         require "data/${dset}/text" "stage 1"
-        require "${feats_dir}/${dset}/feats.scp" "stage 2"
+        require "${feats_dir}/${dset}/.done" "stage 2"
         bench="${expdir}/bench/${dset}/bench.jsonl"
         log "Stage 7: benchmark of ${dset} -> ${bench}"
         # shellcheck disable=SC2086  # bench_opts holds several options

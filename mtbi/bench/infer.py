@@ -23,8 +23,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from mtbi.bench.build import BenchItem
-from mtbi.data.datadir import read_table
-from mtbi.data.feature_dump import load_feature_batch
+from mtbi.data.speech_features import SpeechFeatures
 from mtbi.errors import MtbiError
 from mtbi.models.interleave import Segment, build_segments
 from mtbi.models.speech_llm import SpeechBatch, SpeechLLM
@@ -61,11 +60,7 @@ class SpeechAnswerer:
                  params: GenerationParams, device: str = "cpu") -> None:
         self.model, self.tokenizer, self.params = model, tokenizer, params
         self.device = torch.device(device)
-        scp = Path(feats_dir) / "feats.scp"
-        if not scp.is_file():
-            raise MtbiError(f"{scp} is missing; it is made by stage 2")
-        self.feats_scp = read_table(scp)
-        self.num_frames = {u: int(n) for u, n in read_table(Path(feats_dir) / "utt2num_frames").items()}
+        self.features = SpeechFeatures(feats_dir)
         self._segments: dict[str, list[Segment]] = {}
 
     def _prompt_segments(self, prompt: str) -> list[Segment]:
@@ -74,10 +69,10 @@ class SpeechAnswerer:
         return self._segments[prompt]
 
     @torch.inference_mode()
-    def _answer_batch(self, items: list[BenchItem]) -> list[str]:
-        # Several prompts ask about the same utterance: encode each utterance once.
-        utts = sorted({i.utt for i in items})
-        padded, lens = load_feature_batch(self.feats_scp, utts)
+    def _answer_batch(self, items: list[BenchItem], utts: list[str], padded: torch.Tensor,
+                      lens: torch.Tensor) -> list[str]:
+        """Answers to ``items``, whose utterances ``utts`` have the features ``padded``: several prompts
+        ask about the same utterance, and each utterance is encoded once."""
         padded, lens = padded.to(self.device), lens.to(self.device)
         frames, frame_lens = self.model.encode_speech(padded, lens)
         rows = torch.tensor([utts.index(i.utt) for i in items], device=self.device)
@@ -91,16 +86,18 @@ class SpeechAnswerer:
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
 
     def answer(self, items: list[BenchItem]) -> list[str]:
-        """Answers to ``items`` in their order, generated in batches of similar length."""
-        missing = sorted({i.utt for i in items} - set(self.feats_scp))
+        """Answers to ``items`` in their order, generated in batches of similar length (features
+        read, or computed from the audio, by a DataLoader worker while the model answers)."""
+        missing = sorted(u for u in {i.utt for i in items} if u not in self.features)
         if missing:
             raise MtbiError(f"utterance '{missing[0]}' (and {len(missing) - 1} more) of the benchmark has no "
                             "features; run stage 2 for the test set")
-        order = sorted(range(len(items)), key=lambda k: (-self.num_frames[items[k].utt], items[k].key))
+        order = sorted(range(len(items)), key=lambda k: (-self.features.num_frames[items[k].utt], items[k].key))
+        chunks = [order[start:start + self.params.batch_size] for start in range(0, len(order), self.params.batch_size)]
+        chunk_utts = [sorted({items[k].utt for k in chunk}) for chunk in chunks]
         answers = [""] * len(items)
-        for start in range(0, len(order), self.params.batch_size):
-            chunk = order[start:start + self.params.batch_size]
-            for k, answer in zip(chunk, self._answer_batch([items[k] for k in chunk])):
+        for chunk, (utts, padded, lens) in zip(chunks, self.features.batches(chunk_utts)):
+            for k, answer in zip(chunk, self._answer_batch([items[k] for k in chunk], utts, padded, lens)):
                 answers[k] = answer
         return answers
 

@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> None:
               "ctc_model": str(model_dir.resolve()) if model_dir else None}
     inputs = [data_dir / "text", data_dir / "wav.scp", *files]
     if feats_dir:
-        inputs += [feats_dir / "utt2num_frames", feats_dir / "feats.scp"]
+        inputs += [feats_dir / "utt2num_frames"]
     if model_dir:
         inputs += [model_dir, *model_dir.glob("*")]
     step = Step(marker(data_dir, "word_align"), params, inputs, outputs=[data_dir / "word_align"])

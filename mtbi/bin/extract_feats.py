@@ -1,8 +1,10 @@
-"""Stage 2, one shard: Whisper log-mel features of every --num_shards-th utterance.
+"""Stage 2, one shard: every --num_shards-th utterance's audio checked and measured (--feats_type
+raw) or its Whisper log-mel features dumped (logmel).
 
-Reads <data_dir>/wav.scp; writes <out_dir>/shards/feats.<shard>.{ark,scp},
-utt2num_frames.<shard>, skipped.<shard> and .<shard>.done. Run mtbi.bin.merge_feats after
-all shards.
+Reads <data_dir>/wav.scp (paths, "cmd |" pipes, ark offsets) and segments; writes under
+<out_dir>/shards/ utt2num_frames.<shard>, skipped.<shard>, .<shard>.done and
+utt2num_samples.<shard> (raw) or feats.<shard>.{ark,scp} (logmel). Run mtbi.bin.merge_feats
+after all shards.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from mtbi.cli import run_main, str2bool
-from mtbi.data.feature_dump import extract_shard
+from mtbi.data.feature_dump import FEATS_TYPES, extract_shard
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,12 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n_mels", type=int, choices=(80, 128), default=80,
                         help="80 (Whisper up to large-v2) or 128 (large-v3) mel bins")
     parser.add_argument("--allow_upsample", type=str2bool, default=False)
+    parser.add_argument("--feats_type", choices=FEATS_TYPES, default="logmel",
+                        help="raw: keep the audio, features computed when read; logmel: dump them")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
     extract_shard(args.data_dir, args.out_dir, args.shard, args.num_shards, args.n_mels,
-                  args.allow_upsample)
+                  args.allow_upsample, args.feats_type)
 
 
 if __name__ == "__main__":

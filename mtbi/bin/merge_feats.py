@@ -1,5 +1,6 @@
-"""Stage 2, after all shards: merge them into <out_dir>/{feats.scp,utt2num_frames,skipped.txt}
-and copy the data dir (less skipped utterances) beside them."""
+"""Stage 2, after all shards: merge them into <out_dir>/{feats.scp (logmel) or utt2num_samples
+(raw), utt2num_frames, skipped.txt, feats.yaml} and copy the data dir (less skipped utterances,
+with its segments) beside them."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ CONFIG = ConfigOption("--config", TrainConfig)  # --set and --print_config act o
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="conf/train_*.yaml")
-    parser.add_argument("--train_feats", required=True, help="dump/logmel80/<train set>")
+    parser.add_argument("--train_feats", required=True, help="dump/raw/<train set> or dump/logmel80/<train set> (stage 2)")
     parser.add_argument("--train_targets", required=True, help="exp/targets/<train set>/targets.jsonl")
     parser.add_argument("--train_align", default=None, help="data/<train set>/word_align")
     parser.add_argument("--train_encoded", default=None,
@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> None:
     teacher = load_config(args.teacher_conf, TeacherConfig)
     llm = teacher_model(teacher, args.teacher_dir)
     resolved = sllm_dir.resolved_config(config, teacher.name, teacher.dtype, args.encoder_dir, llm, out_dir)
-    inputs = [p for p in (args.train_targets, Path(args.train_feats) / "feats.scp", args.train_align,
+    inputs = [p for p in (args.train_targets, Path(args.train_feats) / "utt2num_frames", args.train_align,
                           marker(args.encoder_dir), marker(args.teacher_dir)) if p]
     step = Step(marker(out_dir), resolved, inputs)
     if step.skip(f"{out_dir} is already trained with this config"):

@@ -64,6 +64,15 @@ def load_audio(path: str | Path, target_sr: int = TARGET_SAMPLE_RATE,
     """
     path = Path(path)
     samples, sample_rate = _read(path, lambda sf, p: sf.read(p, dtype="float32", always_2d=True))
+    return to_mono_16k(path, samples, sample_rate, allow_upsample, target_sr)
+
+
+def to_mono_16k(source: str | Path, samples: np.ndarray, sample_rate: int, allow_upsample: bool = False,
+                target_sr: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """Samples ``(N, channels)`` read from ``source`` as checked float32 mono at ``target_sr``
+    (channels averaged, resampled with soxr); :class:`AudioError` for no samples, non-finite
+    samples, or a rate below ``target_sr`` unless ``allow_upsample``."""
+    path = Path(source)
     if samples.shape[0] == 0:
         raise AudioError(path, "audio has no samples")
     _check_rate(path, sample_rate, target_sr, allow_upsample)

@@ -102,9 +102,17 @@ def write_data_dir(out_dir: str | Path, utterances: Sequence[Utterance]) -> None
 def subset_data_dir(src: str | Path, dst: str | Path, keep: set[str]) -> None:
     """Copy the data dir ``src`` to ``dst`` keeping only the utterances in ``keep``."""
     src, dst = Path(src), Path(dst)
-    for name in ("wav.scp", "text", "utt2spk"):
+    for name in ("text", "utt2spk"):
         table = read_table(src / name, allow_empty_value=name == "text")
         write_table(dst / name, {k: v for k, v in table.items() if k in keep})
+    recordings = keep
+    if (src / "segments").is_file():  # wav.scp holds recordings: keep those of the kept segments
+        segments = {k: v for k, v in read_table(src / "segments").items() if k in keep}
+        write_table(dst / "segments", segments)
+        recordings = {value.split()[0] for value in segments.values()}
+    else:
+        (dst / "segments").unlink(missing_ok=True)
+    write_table(dst / "wav.scp", {k: v for k, v in read_table(src / "wav.scp").items() if k in recordings})
     if (src / "ctm").is_file():
         with open(src / "ctm", encoding="utf-8") as f, atomic_write(dst / "ctm") as out:
             out.writelines(line for line in f if (line.split(maxsplit=1) or [""])[0] in keep)

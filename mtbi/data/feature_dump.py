@@ -1,11 +1,18 @@
-"""Stage 2: log-mel features of a data dir, sharded, written as Kaldi ark/scp with kaldiio.
+"""Stage 2: a data dir's audio checked and measured (``raw``), or its log-mel features dumped as
+Kaldi ark/scp with kaldiio (``logmel``); sharded.
 
-Layout of ``<out_dir>`` (e.g. ``dump/logmel80/train_clean_100``)::
+Layout of ``<out_dir>`` (e.g. ``dump/raw/train_clean_100`` or ``dump/logmel80/train_clean_100``)::
 
-    shards/feats.<n>.{ark,scp}, shards/utt2num_frames.<n>, shards/skipped.<n>, shards/.<n>.done
-    feats.scp, utt2num_frames, skipped.txt    merged, sorted
-    wav.scp, text, utt2spk, spk2utt[, ctm]    the data dir, less the skipped utterances
+    shards/utt2num_frames.<n>, shards/skipped.<n>, shards/.<n>.done, and per type
+        logmel: shards/feats.<n>.{ark,scp}     raw: shards/utt2num_samples.<n>
+    feats.scp (logmel) or utt2num_samples (raw), utt2num_frames, skipped.txt    merged, sorted
+    wav.scp, text, utt2spk, spk2utt[, segments, ctm]    the data dir, less the skipped utterances
+    feats.yaml                                          feats_type and n_mels
     .done
+
+Audio is read through :class:`mtbi.data.wav_scp.AudioTable` (files, ``cmd |`` pipes, ark offsets,
+``segments``). A raw dir reads each file's header only (pipes, arks and MP3 are decoded to
+measure them); :class:`mtbi.data.speech_features.SpeechFeatures` computes its features when read.
 
 A shard is redone unless its marker is newer than the data dir; the merge refuses to run until
 every shard is done (:mod:`mtbi.stage`), so a killed job never leaves a partial ``feats.scp``.
@@ -13,6 +20,7 @@ every shard is done (:mod:`mtbi.stage`), so a killed job never leaves a partial 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -20,15 +28,26 @@ from typing import Mapping, Sequence
 import kaldiio
 import numpy as np
 import torch
+import yaml
 from tqdm import tqdm
 
-from mtbi.data.audio import FRAME_SHIFT, AudioError, load_audio
+from mtbi.data.audio import FRAME_SHIFT, HOP_LENGTH, AudioError
 from mtbi.data.datadir import read_table, subset_data_dir, write_table
 from mtbi.data.features import log_mel
+from mtbi.data.wav_scp import AudioTable
 from mtbi.errors import MtbiError
-from mtbi.stage import atomic_write, merge_step, shard_slice, shard_step
+from mtbi.stage import atomic_write, marker, merge_step, read_stamp, shard_slice, shard_step
 
 logger = logging.getLogger(__name__)
+
+FEATS_TYPES = ("raw", "logmel")
+FEATS_INFO = "feats.yaml"  # feats_type and n_mels of a stage-2 dir
+
+
+def write_feats_info(out_dir: str | Path, feats_type: str, n_mels: int) -> None:
+    """Record what kind of stage-2 dir ``out_dir`` is."""
+    with atomic_write(Path(out_dir) / FEATS_INFO) as f:
+        yaml.safe_dump({"feats_type": feats_type, "n_mels": n_mels}, f)
 
 
 def load_features(utt: str, rxfile: str) -> np.ndarray:
@@ -59,40 +78,57 @@ def load_feature_batch(feats_scp: Mapping[str, str], utts: Sequence[str]) -> tup
 def _shard_files(out_dir: Path, shard: int) -> dict[str, Path]:
     shards = out_dir / "shards"
     return {"ark": shards / f"feats.{shard}.ark", "scp": shards / f"feats.{shard}.scp",
-            "frames": shards / f"utt2num_frames.{shard}", "skipped": shards / f"skipped.{shard}"}
+            "samples": shards / f"utt2num_samples.{shard}", "frames": shards / f"utt2num_frames.{shard}",
+            "skipped": shards / f"skipped.{shard}"}
 
 
 def _data_inputs(data_dir: Path) -> list[Path]:
-    return [data_dir / "wav.scp", data_dir / "text"]
+    return [data_dir / name for name in ("wav.scp", "text", "segments") if name != "segments"
+            or (data_dir / name).is_file()]
 
 
 def extract_shard(data_dir: str | Path, out_dir: str | Path, shard: int, num_shards: int,
-                  n_mels: int = 80, allow_upsample: bool = False) -> None:
-    """Compute features for every ``num_shards``-th utterance of ``data_dir``, from ``shard``
-    (1-based), skipping utterances whose audio cannot be used."""
+                  n_mels: int = 80, allow_upsample: bool = False, feats_type: str = "logmel") -> None:
+    """Check (``raw``) or compute the features of (``logmel``) every ``num_shards``-th utterance
+    of ``data_dir``, from ``shard`` (1-based), skipping utterances whose audio cannot be used."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    step = shard_step(out_dir, shard, num_shards, {"n_mels": n_mels, "allow_upsample": allow_upsample},
-                      inputs=_data_inputs(data_dir))
+    if feats_type not in FEATS_TYPES:
+        raise MtbiError(f"feats_type '{feats_type}': use raw or logmel")
+    params = {"n_mels": n_mels, "allow_upsample": allow_upsample, "feats_type": feats_type}
+    step = shard_step(out_dir, shard, num_shards, params, inputs=_data_inputs(data_dir))
     if step.skip(f"shard {shard}/{num_shards} already done in {out_dir}"):
         return
-    wav_scp = read_table(data_dir / "wav.scp")
-    utts = shard_slice(sorted(wav_scp), shard, num_shards)
+    audio = AudioTable(data_dir, allow_upsample=allow_upsample)
+    utts = shard_slice(audio.utts, shard, num_shards)
     files = _shard_files(out_dir, shard)
-    files["ark"].parent.mkdir(parents=True, exist_ok=True)
+    files["frames"].parent.mkdir(parents=True, exist_ok=True)
+    samples: dict[str, str] = {}
     frames: dict[str, str] = {}
     skipped: list[str] = []
-    with kaldiio.WriteHelper(f"ark,scp:{files['ark']},{files['scp']}") as writer:
-        for utt in tqdm(utts, desc=f"features shard {shard}/{num_shards}", unit="utt", mininterval=5.0):
+    progress = tqdm(utts, desc=f"{feats_type} shard {shard}/{num_shards}", unit="utt", mininterval=5.0)
+    with (kaldiio.WriteHelper(f"ark,scp:{files['ark']},{files['scp']}") if feats_type == "logmel"
+          else contextlib.nullcontext()) as writer:
+        for utt in progress:
             try:
-                feats = log_mel(load_audio(wav_scp[utt], allow_upsample=allow_upsample), n_mels)
+                if writer is None:
+                    num_samples = audio.num_samples(utt)
+                    num_frames = num_samples // HOP_LENGTH
+                else:
+                    feats = log_mel(audio.load(utt), n_mels)
+                    num_frames = feats.shape[0]
             except AudioError as err:
                 skipped.append(f"{utt}\t{err.reason}\t{err}")
                 continue
-            if feats.shape[0] == 0 or not torch.isfinite(feats).all():
-                skipped.append(f"{utt}\tbad features\t{wav_scp[utt]}: too short or non-finite features")
+            if num_frames == 0 or (writer is not None and not torch.isfinite(feats).all()):
+                skipped.append(f"{utt}\tbad features\t{audio.describe(utt)}: too short or non-finite features")
                 continue
-            writer(utt, feats.numpy())
-            frames[utt] = str(feats.shape[0])
+            if writer is None:
+                samples[utt] = str(num_samples)
+            else:
+                writer(utt, feats.numpy())
+            frames[utt] = str(num_frames)
+    if writer is None:
+        write_table(files["samples"], samples)
     write_table(files["frames"], frames)
     with atomic_write(files["skipped"]) as f:
         f.writelines(line + "\n" for line in skipped)
@@ -101,27 +137,37 @@ def extract_shard(data_dir: str | Path, out_dir: str | Path, shard: int, num_sha
 
 
 def merge_shards(data_dir: str | Path, out_dir: str | Path, num_shards: int) -> None:
-    """Merge the shards into sorted ``feats.scp``/``utt2num_frames`` and a filtered data dir."""
+    """Merge the shards into sorted ``feats.scp`` (logmel) or ``utt2num_samples`` (raw),
+    ``utt2num_frames``, ``feats.yaml`` and the data dir less the skipped utterances."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     step = merge_step(out_dir, num_shards, "feature", 2, inputs=_data_inputs(data_dir))
     if step.skip(f"features already merged in {out_dir}"):
         return
-    feats: dict[str, str] = {}
-    frames: dict[str, str] = {}
+    params = read_stamp(marker(out_dir / "shards", "1")) or {}
+    feats_type, n_mels = params.get("feats_type", "logmel"), params["n_mels"]
+    listing = "feats.scp" if feats_type == "logmel" else "utt2num_samples"
+    tables: dict[str, dict[str, str]] = {listing: {}, "utt2num_frames": {}}
     skipped: list[str] = []
     for shard in range(1, num_shards + 1):
         files = _shard_files(out_dir, shard)
-        feats.update(read_table(files["scp"]))
-        frames.update(read_table(files["frames"]))
+        tables[listing].update(read_table(files["scp" if feats_type == "logmel" else "samples"]))
+        tables["utt2num_frames"].update(read_table(files["frames"]))
         skipped += files["skipped"].read_text(encoding="utf-8").splitlines()
     with atomic_write(out_dir / "skipped.txt") as f:
         f.writelines(line + "\n" for line in sorted(skipped))
-    if not feats:
-        raise MtbiError(f"{out_dir}: no utterance has features; see {out_dir}/skipped.txt")
-    subset_data_dir(data_dir, out_dir, set(feats))
-    write_table(out_dir / "feats.scp", feats)
-    write_table(out_dir / "utt2num_frames", frames)
+    frames = tables["utt2num_frames"]
+    if not frames:
+        raise MtbiError(f"{out_dir}: no utterance has usable audio; see {out_dir}/skipped.txt")
+    subset_data_dir(data_dir, out_dir, set(frames))
+    for name, table in tables.items():
+        write_table(out_dir / name, table)
+    (out_dir / ("utt2num_samples" if feats_type == "logmel" else "feats.scp")).unlink(missing_ok=True)
+    write_feats_info(out_dir, feats_type, n_mels)
     step.mark_done()
     hours = sum(int(n) for n in frames.values()) * FRAME_SHIFT / 3600
-    logger.info("%s: %d utterances (%.2f h) with features, %d skipped (see %s)", out_dir, len(feats),
-                hours, len(skipped), out_dir / "skipped.txt")
+    logger.info("%s: %d utterances (%.2f h) with %s, %d skipped (see %s)", out_dir, len(frames), hours,
+                "features" if feats_type == "logmel" else "usable audio", len(skipped), out_dir / "skipped.txt")
+    if skipped:
+        reasons = sorted({line.split("\t")[1] for line in skipped if "\t" in line})
+        logger.warning("%s: %d utterance(s) skipped (%s), e.g. %s", out_dir, len(skipped), ", ".join(reasons),
+                       skipped[0].split("\t")[-1])

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mtbi.data.datadir import read_table
-from mtbi.data.feature_dump import load_feature_batch
+from mtbi.data.speech_features import SpeechFeatures
 from mtbi.data.word_align import AlignmentError, WordSpan
 from mtbi.errors import MtbiError
 from mtbi.models.ctc import WORD_SEPARATOR, CtcModel
@@ -109,27 +108,25 @@ def word_targets(model: CtcModel, text: str) -> list[list[int]]:
 
 
 def align_with_ctc(model: CtcModel, feats_dir: str | Path, texts: Mapping[str, str],
-                   durations: Mapping[str, float], batch_size: int = 16,
-                   device: str = "cpu") -> tuple[dict[str, list[WordSpan]], list[AlignmentError]]:
+                   durations: Mapping[str, float], batch_size: int = 16, device: str = "cpu",
+                   num_workers: int | None = None) -> tuple[dict[str, list[WordSpan]], list[AlignmentError]]:
     """Word spans of every utterance of ``texts`` that has features in ``feats_dir``
-    (``durations`` from its utt2num_frames), by CTC forced alignment with ``model``.
+    (``durations`` from its utt2num_frames), by CTC forced alignment with ``model``; ``num_workers``
+    DataLoader workers read (or compute) the features (see :meth:`SpeechFeatures.batches`).
 
     Returns the spans (words = the transcript's tokens) and the utterances given up on.
     """
-    feats_scp = Path(feats_dir) / "feats.scp"
-    if not feats_scp.is_file():
-        raise MtbiError(f"{feats_scp}: file not found; it is made by stage 2 (features)")
+    features = SpeechFeatures(feats_dir)
     if WORD_SEPARATOR not in model.vocabulary:
         raise MtbiError(f"the CTC model's vocabulary has no word separator '{WORD_SEPARATOR}'")
     separator = model.vocabulary.index(WORD_SEPARATOR)
-    feats = read_table(feats_scp)
     model.to(device).eval()
 
     spans: dict[str, list[WordSpan]] = {}
     skipped: list[AlignmentError] = []
     todo: dict[str, list[int]] = {}
     for utt, text in texts.items():
-        if utt not in durations:
+        if utt not in durations or utt not in features:
             continue
         per_word = word_targets(model, text)
         empty = [token for token, ids in zip(text.split(), per_word) if not ids]
@@ -141,9 +138,8 @@ def align_with_ctc(model: CtcModel, feats_dir: str | Path, texts: Mapping[str, s
     # Batches of similar length waste little padding.
     order = sorted(todo, key=lambda u: durations[u], reverse=True)
     with tqdm(total=len(order), desc="CTC alignment", unit="utt", mininterval=2.0) as progress:
-        for begin in range(0, len(order), batch_size):
-            batch = order[begin:begin + batch_size]
-            padded, lens = load_feature_batch(feats, batch)
+        batches = [order[begin:begin + batch_size] for begin in range(0, len(order), batch_size)]
+        for batch, padded, lens in features.batches(batches, num_workers):
             with torch.inference_mode():
                 log_probs, out_lens = model.log_probs(padded.to(device), lens.to(device))
             log_probs, out_lens = log_probs.float().cpu(), out_lens.cpu()

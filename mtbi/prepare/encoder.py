@@ -97,6 +97,6 @@ def encoder_step(config: EncoderPrepConfig, out_dir: str | Path, feature_dirs: l
         else:  # a hub model is pinned by stage 4: a new revision comes only with a new config
             inputs = [Path(config.model_dir) / "config.json"] if Path(config.model_dir).is_dir() else []
     else:
-        inputs = [Path(d) / name for d in feature_dirs for name in ("feats.scp", "text")]
+        inputs = [Path(d) / name for d in feature_dirs for name in ("utt2num_frames", "text")]
     stamp = {"config": dataclasses.asdict(config), "feature_dirs": [str(Path(d).resolve()) for d in feature_dirs]}
     return Step(marker(out_dir), stamp, inputs)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from mtbi.data.audio import FRAME_SHIFT
 from mtbi.data.datadir import read_table
-from mtbi.data.feature_dump import load_features, pad_features
+from mtbi.data.speech_features import SpeechFeatures
 from mtbi.errors import MtbiError
 from mtbi.models.ctc import CtcModel, build_vocabulary
 from mtbi.models.encoders import ConformerConfig, ConformerSpeechEncoder, EncoderConfig
@@ -50,37 +50,32 @@ class CtcTrainConfig:
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """The utterances of a stage-2 feature dir that have a transcript, sorted by id."""
+    """The utterances of a stage-2 dir that have a transcript, sorted by id."""
 
     name: str
     utts: list[str]
-    feats: list[str]       # kaldiio specifiers (ark:offset)
+    features: SpeechFeatures
     num_frames: list[int]
     texts: list[str]
 
 
 def read_feature_set(feats_dir: str | Path) -> FeatureSet:
-    """Read ``feats.scp``, ``utt2num_frames`` and ``text`` of the stage-2 dir ``feats_dir``."""
+    """The features (either ``feats_type``) and ``text`` of the stage-2 dir ``feats_dir``."""
     feats_dir = Path(feats_dir)
-    tables = {}
-    for name in ("feats.scp", "utt2num_frames", "text"):
-        if not (feats_dir / name).is_file():
-            raise MtbiError(f"{feats_dir / name} is missing; it is made by stage 2 (features)")
-        tables[name] = read_table(feats_dir / name, allow_empty_value=name == "text")
-    utts = sorted(set(tables["feats.scp"]) & set(tables["text"]))
+    if not (feats_dir / "text").is_file():
+        raise MtbiError(f"{feats_dir / 'text'} is missing; it is made by stage 2 (features)")
+    features = SpeechFeatures(feats_dir)
+    texts = read_table(feats_dir / "text", allow_empty_value=True)
+    utts = sorted(set(features.utts) & set(texts))
     if not utts:
         raise MtbiError(f"{feats_dir}: no utterance has both features and a transcript; re-run stage 2")
-    missing = [u for u in utts if u not in tables["utt2num_frames"]]
-    if missing:
-        raise MtbiError(f"{feats_dir / 'utt2num_frames'} lacks {missing[0]} (and {len(missing) - 1} more); "
-                        "re-run stage 2")
-    return FeatureSet(feats_dir.name, utts, [tables["feats.scp"][u] for u in utts],
-                      [int(tables["utt2num_frames"][u]) for u in utts], [tables["text"][u] for u in utts])
+    return FeatureSet(feats_dir.name, utts, features, [features.num_frames[u] for u in utts],
+                      [texts[u] for u in utts])
 
 
 def load_batch(features: FeatureSet, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded features ``(B, T, n_mels)`` and lengths ``(B,)`` of the utterances ``indices``."""
-    return pad_features([load_features(features.utts[i], features.feats[i]) for i in indices])
+    return features.features.batch([features.utts[i] for i in indices])
 
 
 def warp_mel(feats: torch.Tensor, factor: float) -> torch.Tensor:

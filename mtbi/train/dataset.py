@@ -1,7 +1,8 @@
 """Training examples for behavior imitation, read lazily from the stage outputs.
 
 An example is one line of ``targets.jsonl`` (a task prompt about one utterance and the
-teacher's response) with the utterance's features (``feats.scp``) and word times
+teacher's response) with the utterance's features (a stage-2 dir of either ``feats_type``: dumped,
+or computed from the audio in the DataLoader worker that reads the item) and word times
 (``word_align``, for interleaving). Only byte offsets and lengths are kept in memory, so
 memory stays flat in the corpus size; each item is read from disk when asked for.
 """
@@ -21,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from mtbi.data.datadir import read_table
 from mtbi.data.feature_dump import load_features, pad_features
+from mtbi.data.speech_features import SpeechFeatures
 from mtbi.data.word_align import WordAlignIndex
 from mtbi.errors import MtbiError
 from mtbi.models.interleave import InterleaveConfig, InterleavePolicy, build_segments
@@ -71,12 +73,9 @@ class ImitationDataset(torch.utils.data.Dataset):
         self.feats_dir, self.targets = Path(feats_dir), Path(targets)
         self.tokenizer, self.config = tokenizer, config
         self.policy = InterleavePolicy(config.interleave)
-        for path in (self.feats_dir / "feats.scp", self.feats_dir / "utt2num_frames"):
-            if not path.is_file():
-                raise MtbiError(f"{path} is missing; it is made by stage 2")
         if not self.targets.is_file():
             raise MtbiError(f"{self.targets} is missing; it is made by stage 5")
-        self.feats_scp = read_table(self.feats_dir / "feats.scp")
+        self.features = SpeechFeatures(self.feats_dir)
         # With the frozen encoder's outputs cached, items carry them instead of the features
         # (lengths and filters still count 10 ms feature frames).
         self.encoded = encoded_dir is not None
@@ -85,8 +84,9 @@ class ImitationDataset(torch.utils.data.Dataset):
             if not encoded_scp.is_file():
                 raise MtbiError(f"{encoded_scp} is missing; it is made by stage 6 (mtbi.bin.encode_feats)")
             cached = read_table(encoded_scp)
-            self.feats_scp = {u: cached[u] for u in self.feats_scp if u in cached}
-        num_frames = {utt: int(n) for utt, n in read_table(self.feats_dir / "utt2num_frames").items()}
+            self.encoded_scp = {u: cached[u] for u in self.features.utts if u in cached}
+        usable = self.encoded_scp if self.encoded else self.features
+        num_frames = self.features.num_frames
         self.offsets, self.lengths = array("q"), array("l")
         counts = {"no features": 0, "too long": 0}
         wanted = set(tasks)
@@ -99,7 +99,7 @@ class ImitationDataset(torch.utils.data.Dataset):
                 except (json.JSONDecodeError, KeyError, TypeError):
                     raise MtbiError(f"{self.targets}:{lineno}: not a targets line; re-run stage 5") from None
                 if task in wanted:
-                    if utt not in num_frames or utt not in self.feats_scp:
+                    if utt not in usable:
                         counts["no features"] += 1
                     elif num_frames[utt] > config.max_frames:
                         counts["too long"] += 1
@@ -143,7 +143,8 @@ class ImitationDataset(torch.utils.data.Dataset):
         segments = build_segments(tokens, replaced, times)
         answer = transcript if self.config.response == "transcript" else record["response"]
         response = self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
-        feats = load_features(record["utt"], self.feats_scp[record["utt"]])
+        utt = record["utt"]
+        feats = load_features(utt, self.encoded_scp[utt]) if self.encoded else self.features.load(utt)
         return Example(record["utt"], record["task"], feats, segments, response, tokens.ids, self.encoded)
 
 
