@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import kaldiio
+import numpy as np
 import pytest
 import torch
 from sllm_fixtures import TASKS, make_imitation_data, make_model_dirs, make_random_encoder
@@ -12,7 +14,7 @@ from transformers import WhisperConfig, WhisperModel
 
 from mtbi.data.datadir import read_table
 from mtbi.errors import MtbiError
-from mtbi.models.encoder_cache import cache_step, encode_feats
+from mtbi.models.encoder_cache import cache_gb, cache_step, encode_feats
 from mtbi.models.encoders import WhisperSpeechEncoder, load_speech_encoder, save_encoder
 from mtbi.models.speech_llm import SpeechLLMConfig, build_speech_llm
 from mtbi.train.dataset import DataConfig, ImitationDataset, collate
@@ -23,7 +25,7 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("cache")
     encoder, teacher = make_model_dirs(root)
     data = make_imitation_data(root / "data", num_utts=5)
-    encode_feats(encoder, data["feats"], root / "cache", batch_size=2)
+    encode_feats(encoder, data["feats"], root / "cache", batch_size=2, dtype="float32")  # exact comparisons
     return {"root": root, "encoder": encoder, "teacher": teacher, "cache": root / "cache", **data}
 
 
@@ -65,8 +67,8 @@ def test_training_loss_from_the_cache_equals_the_live_loss(dirs: dict) -> None:
 def test_the_cache_is_kept_until_the_encoder_changes(dirs: dict, tmp_path: Path) -> None:
     scp = dirs["cache"] / "feats.scp"
     before = scp.stat().st_mtime_ns
-    encode_feats(dirs["encoder"], dirs["feats"], dirs["cache"])
-    assert scp.stat().st_mtime_ns == before  # done with the same encoder and features: skipped
+    encode_feats(dirs["encoder"], dirs["feats"], dirs["cache"], dtype="float32")
+    assert scp.stat().st_mtime_ns == before  # done with the same encoder, features and dtype: skipped
     other = make_random_encoder(tmp_path / "other", seed=1)
     encode_feats(other, dirs["feats"], tmp_path / "cache")
     first = dict(kaldiio.load_scp(str(tmp_path / "cache" / "feats.scp")))
@@ -82,7 +84,7 @@ def test_the_cache_is_kept_until_the_encoder_changes(dirs: dict, tmp_path: Path)
 def test_the_cache_holds_only_the_utterances_asked_for(dirs: dict, tmp_path: Path) -> None:
     everything = dict(kaldiio.load_scp(str(dirs["cache"] / "feats.scp")))
     some = sorted(everything)[1::2]
-    encode_feats(dirs["encoder"], dirs["feats"], tmp_path / "some", utts=some + ["not-in-the-set"])
+    encode_feats(dirs["encoder"], dirs["feats"], tmp_path / "some", utts=some + ["not-in-the-set"], dtype="float32")
     cached = dict(kaldiio.load_scp(str(tmp_path / "some" / "feats.scp")))
     assert sorted(cached) == some
     for utt in some:
@@ -100,7 +102,7 @@ def test_trimmed_whisper_cache_equals_the_live_encoder(dirs: dict, tmp_path: Pat
                                vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                                decoder_start_token_id=1)).save_pretrained(tmp_path / "whisper")
     save_encoder(tmp_path / "encoder", WhisperSpeechEncoder.from_model_dir(tmp_path / "whisper", trim=True))
-    encode_feats(tmp_path / "encoder", dirs["feats"], tmp_path / "cache", batch_size=3)
+    encode_feats(tmp_path / "encoder", dirs["feats"], tmp_path / "cache", batch_size=3, dtype="float32")
     encoder = load_speech_encoder(tmp_path / "encoder")
     cached = dict(kaldiio.load_scp(str(tmp_path / "cache" / "feats.scp")))
     for utt, mat in kaldiio.load_scp(str(dirs["feats"] / "feats.scp")).items():
@@ -108,6 +110,36 @@ def test_trimmed_whisper_cache_equals_the_live_encoder(dirs: dict, tmp_path: Pat
             out, lens = encoder(torch.tensor(mat)[None], torch.tensor([mat.shape[0]]))
         assert cached[utt].shape == (int(lens[0]), 64)
         torch.testing.assert_close(torch.tensor(cached[utt]), out[0, :int(lens[0])], atol=1e-5, rtol=1e-4)
-    before = cache_step(tmp_path / "encoder", dirs["feats"], tmp_path / "cache").stamp
+    before = cache_step(tmp_path / "encoder", dirs["feats"], tmp_path / "cache", dtype="float32").stamp
     WhisperModel.from_pretrained(tmp_path / "whisper").save_pretrained(tmp_path / "whisper")  # weights rewritten
-    assert cache_step(tmp_path / "encoder", dirs["feats"], tmp_path / "cache").stamp != before  # so the cache is redone
+    assert cache_step(tmp_path / "encoder", dirs["feats"], tmp_path / "cache", dtype="float32").stamp != before
+
+
+def test_float16_cache_halves_the_disk_and_rounds_like_float16(dirs: dict, tmp_path: Path) -> None:
+    assert encode_feats(dirs["encoder"], dirs["feats"], tmp_path / "half", batch_size=2)  # float16: the default
+    half = dict(kaldiio.load_scp(str(tmp_path / "half" / "feats.scp")))
+    full = dict(kaldiio.load_scp(str(dirs["cache"] / "feats.scp")))
+    assert sorted(half) == sorted(full)
+    for utt, mat in full.items():
+        assert half[utt].dtype == np.float16
+        np.testing.assert_array_equal(half[utt], mat.astype(np.float16))
+    ratio = (tmp_path / "half" / "feats.ark").stat().st_size / (dirs["cache"] / "feats.ark").stat().st_size
+    assert 0.45 < ratio < 0.55
+    with pytest.raises(MtbiError, match="encoder cache dtype 'int8'"):
+        encode_feats(dirs["encoder"], dirs["feats"], tmp_path / "bad", dtype="int8")
+
+
+def test_a_cache_over_its_budget_is_not_written(dirs: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    encoder = load_speech_encoder(dirs["encoder"])
+    frames = {u: int(n) for u, n in read_table(dirs["feats"] / "utt2num_frames").items()}
+    size = cache_gb(encoder, frames.values(), "float16")
+    assert size == pytest.approx(sum(int(n) for n in read_table(dirs["cache"] / "utt2num_frames").values())
+                                 * encoder.output_size * 2 / 1e9)
+    out = tmp_path / "cache"
+    encode_feats(make_random_encoder(tmp_path / "old", seed=3), dirs["feats"], out)  # an outdated cache
+    with caplog.at_level(logging.WARNING):
+        assert not encode_feats(dirs["encoder"], dirs["feats"], out, max_gb=size * 0.9)
+    assert "over the budget" in caplog.text and "training computes them from the features" in caplog.text
+    assert not out.exists()  # nothing left that training could mistake for this encoder's outputs
+    assert encode_feats(dirs["encoder"], dirs["feats"], out, max_gb=size * 1.1)
+    assert (out / ".done").is_file()

@@ -14,13 +14,16 @@ import subprocess
 from pathlib import Path
 
 import kaldiio
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import yaml
 from conftest import REPO_ROOT
 
 from mtbi.config import load_config
-from mtbi.data.datadir import read_table, validate_data_dir
+from mtbi.data.datadir import read_table, validate_data_dir, write_table
+from mtbi.data.speech_features import SpeechFeatures
 from mtbi.env import read_blocks
 from mtbi.prepare.encoder import EncoderPrepConfig
 
@@ -42,33 +45,34 @@ def run(recipe: Path, *args: str, script: str = "./run.sh") -> subprocess.Comple
     return subprocess.run([script, *args], cwd=recipe, env=env, capture_output=True, text=True)
 
 
-def check_stage2(recipe: Path, sets: list[str], sizes: list[int]) -> None:
-    os.chdir(recipe)  # feats.scp paths are relative to the recipe dir, as in ESPnet
+def check_stage2(recipe: Path, sets: list[str], sizes: list[int], feats_type: str = "raw") -> None:
+    os.chdir(recipe)  # wav.scp and feats.scp paths are relative to the recipe dir, as in ESPnet
     for dset, size in zip(sets, sizes):
         assert validate_data_dir(recipe / "data" / dset) == []
         assert len(read_table(recipe / "data" / dset / "text")) == size
-        dump = recipe / "dump" / "logmel80" / dset
-        feats = dict(kaldiio.load_scp(str(dump / "feats.scp")))
-        frames = read_table(dump / "utt2num_frames")
-        assert sorted(feats) == sorted(frames) == sorted(read_table(recipe / "data" / dset / "text"))
-        for utt, mat in feats.items():
-            assert mat.shape == (int(frames[utt]), 80)
-            assert 100 < mat.shape[0] < 800  # 1 to 8 s of speech
+        dump = recipe / "dump" / ("raw" if feats_type == "raw" else "logmel80") / dset
+        features = SpeechFeatures(dump)
+        assert features.feats_type == feats_type and (dump / "feats.scp").exists() == (feats_type == "logmel")
+        assert features.utts == sorted(features.num_frames) == sorted(read_table(recipe / "data" / dset / "text"))
+        for utt in features.utts:
+            assert features.load(utt).shape == (features.num_frames[utt], 80)
+            assert 100 < features.num_frames[utt] < 800  # 1 to 8 s of speech
         assert (dump / "log" / "extract_feats.1.log").read_text().startswith("# python -m mtbi.bin.extract_feats")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source, sets", [
-    ("librispeech_mtbi", ["train_clean_100", "dev_clean", "test_clean"]),
-    ("commonvoice_mtbi", ["train_en", "dev_en", "test_en"]),
+@pytest.mark.parametrize("source, sets, feats_type", [
+    ("librispeech_mtbi", ["train_clean_100", "dev_clean", "test_clean"], "raw"),
+    ("commonvoice_mtbi", ["train_en", "dev_en", "test_en"], "logmel"),
 ])
-def test_recipe_stages_1_2_on_mini_corpus(tmp_path: Path, source: str, sets: list[str],
+def test_recipe_stages_1_2_on_mini_corpus(tmp_path: Path, source: str, sets: list[str], feats_type: str,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     recipe = make_recipe(tmp_path, source, source)
-    result = run(recipe, "--stage", "1", "--stop_stage", "2", "--nj", "2", "--local_data_opts", TINY)
+    result = run(recipe, "--stage", "1", "--stop_stage", "2", "--nj", "2", "--local_data_opts", TINY,
+                 "--feats_type", feats_type)
     assert result.returncode == 0, result.stderr[-3000:]
-    check_stage2(recipe, sets, [12, 4, 4])
+    check_stage2(recipe, sets, [12, 4, 4], feats_type)
     assert "Successfully finished" in result.stderr
     stage1_log = (recipe / "exp" / "log" / "stage1.log").read_text()
     assert "12 utterances from 8 speakers, 0 skipped" in stage1_log
@@ -79,7 +83,8 @@ def test_recipe_stages_1_2_on_mini_corpus(tmp_path: Path, source: str, sets: lis
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert (recipe / "exp" / "run_stage2.sh").read_text() == rerun_script
 
-    again = run(recipe, "--stage", "1", "--stop_stage", "2", "--nj", "2", "--local_data_opts", TINY)
+    again = run(recipe, "--stage", "1", "--stop_stage", "2", "--nj", "2", "--local_data_opts", TINY,
+                "--feats_type", feats_type)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "mini corpus already built" in again.stderr
     assert "already prepared" in again.stderr and "features already merged" in again.stderr
@@ -157,12 +162,43 @@ def quick_configs(conf_dir: Path, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def to_recordings_and_segments(data_dir: Path, audio_dir: Path) -> None:
+    """Rewrite a data dir of one file per utterance as one recording per two utterances of a
+    speaker (WAV files; every other one read through a ``cat ... |`` pipe) and ``segments``."""
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    wav_scp = read_table(data_dir / "wav.scp")
+    recordings, segments = {}, {}
+    for speaker, utts in read_table(data_dir / "spk2utt").items():
+        utts = utts.split()
+        for first in range(0, len(utts), 2):
+            name = f"{speaker}-rec{first // 2}"
+            pieces, start = [], 0
+            for utt in utts[first:first + 2]:
+                samples, rate = sf.read(wav_scp[utt], dtype="int16")
+                segments[utt] = f"{name} {start / rate:.6f} {(start + len(samples)) / rate:.6f}"
+                pieces.append(samples)
+                start += len(samples)
+            path = audio_dir / f"{name}.wav"
+            sf.write(path, np.concatenate(pieces), rate, subtype="PCM_16")
+            recordings[name] = f"cat {path} |" if len(recordings) % 2 else str(path)
+    write_table(data_dir / "wav.scp", recordings)
+    write_table(data_dir / "segments", segments)
+
+
 @pytest.mark.slow
 def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
     conf = quick_configs(recipe / "conf", tmp_path / "quick")
-    stages = run(recipe, "--stage", "1", "--stop_stage", "3", "--nj", "2", "--local_data_opts", TINY)
+    stages = run(recipe, "--stage", "1", "--stop_stage", "1", "--local_data_opts", TINY)
     assert stages.returncode == 0, stages.stderr[-3000:]
+    # Stages 2-8 read the data dirs as ESPnet and Kaldi recipes write them: recordings cut by
+    # segments, half of them through pipes.
+    for dset in ("train_clean_100", "dev_clean", "test_clean"):
+        to_recordings_and_segments(recipe / "data" / dset, recipe / "downloads" / "recordings")
+        assert validate_data_dir(recipe / "data" / dset) == []
+    stages = run(recipe, "--stage", "2", "--stop_stage", "3", "--nj", "2")
+    assert stages.returncode == 0, stages.stderr[-3000:]
+    assert (recipe / "dump" / "raw" / "train_clean_100" / "segments").is_file()
     for dset, n_utts in (("train_clean_100", 12), ("dev_clean", 4), ("test_clean", 4)):
         lines = (recipe / "data" / dset / "word_align").read_text().splitlines()
         assert len({line.split()[0] for line in lines}) == n_utts
