@@ -18,6 +18,7 @@ setup(
         "soundfile>=0.13",  # bundles libsndfile >= 1.2 with FLAC and MP3
         "soxr>=0.3",
         "kaldiio>=2.18",
+        "lhotse>=1.20",  # lhotse manifests imported through lhotse's own Kaldi export
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "sentencepiece>=0.2",

@@ -93,10 +93,15 @@ def write_data_dir(out_dir: str | Path, utterances: Sequence[Utterance]) -> None
     write_table(out_dir / "wav.scp", ((u.utt_id, u.audio) for u in utterances))
     write_table(out_dir / "text", ((u.utt_id, u.text) for u in utterances))
     write_table(out_dir / "utt2spk", ((u.utt_id, u.speaker) for u in utterances))
+    write_spk2utt(out_dir, {u.utt_id: u.speaker for u in utterances})
+
+
+def write_spk2utt(out_dir: str | Path, utt2spk: dict[str, str]) -> None:
+    """Write ``spk2utt`` of ``utt2spk``, each speaker's utterances sorted."""
     spk2utt: dict[str, list[str]] = {}
-    for utt in sorted(utterances, key=lambda u: u.utt_id):
-        spk2utt.setdefault(utt.speaker, []).append(utt.utt_id)
-    write_table(out_dir / "spk2utt", ((s, " ".join(u)) for s, u in spk2utt.items()))
+    for utt in sorted(utt2spk):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    write_table(Path(out_dir) / "spk2utt", ((s, " ".join(u)) for s, u in spk2utt.items()))
 
 
 def subset_data_dir(src: str | Path, dst: str | Path, keep: set[str]) -> None:
@@ -118,10 +123,7 @@ def subset_data_dir(src: str | Path, dst: str | Path, keep: set[str]) -> None:
             out.writelines(line for line in f if (line.split(maxsplit=1) or [""])[0] in keep)
     else:
         (dst / "ctm").unlink(missing_ok=True)
-    spk2utt: dict[str, list[str]] = {}
-    for utt, spk in read_table(dst / "utt2spk").items():
-        spk2utt.setdefault(spk, []).append(utt)
-    write_table(dst / "spk2utt", ((s, " ".join(u)) for s, u in spk2utt.items()))
+    write_spk2utt(dst, read_table(dst / "utt2spk"))
 
 
 def draw_utts(utts: Iterable[str], max_utts: int = 0, seed: int = 0) -> list[str]:

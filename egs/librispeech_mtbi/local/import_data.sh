@@ -1,0 +1,1 @@
+../../TEMPLATE/local/import_data.sh
