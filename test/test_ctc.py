@@ -73,7 +73,7 @@ def test_log_probs_and_lengths(feature_dir: Path) -> None:
     model = tiny_ctc_model()
     features = read_feature_set(feature_dir)
     feats = torch.nn.utils.rnn.pad_sequence(
-        [torch.tensor(kaldiio.load_mat(s)) for s in features.feats[:3]], batch_first=True)
+        [torch.tensor(features.features.load(u)) for u in features.utts[:3]], batch_first=True)
     lens = torch.tensor(features.num_frames[:3])
     with torch.no_grad():
         log_probs, out_lens = model.log_probs(feats, lens)
@@ -102,7 +102,7 @@ def test_save_and_from_pretrained(tmp_path: Path, feature_dir: Path) -> None:
     loaded = CtcModel.from_pretrained(tmp_path / "ctc")
     assert loaded.vocabulary == model.vocabulary and not loaded.training
     features = read_feature_set(feature_dir)
-    feats = torch.tensor(kaldiio.load_mat(features.feats[0]))[None]
+    feats = torch.tensor(features.features.load(features.utts[0]))[None]
     lens = torch.tensor([feats.shape[1]])
     with torch.no_grad():
         torch.testing.assert_close(loaded.log_probs(feats, lens)[0], model.log_probs(feats, lens)[0], rtol=0, atol=0)
@@ -156,7 +156,7 @@ def test_short_training_reduces_the_loss(feature_dir: Path) -> None:
                                                       freq_warp=0.0, time_masks=0, freq_masks=0), features)
     torch.manual_seed(0)
     untrained = CtcModel(ConformerSpeechEncoder(encoder), model.vocabulary).eval()
-    feats = torch.nn.utils.rnn.pad_sequence([torch.tensor(kaldiio.load_mat(s)) for s in features.feats],
+    feats = torch.nn.utils.rnn.pad_sequence([torch.tensor(features.features.load(u)) for u in features.utts],
                                             batch_first=True)
     lens = torch.tensor(features.num_frames)
     targets = [model.text_to_ids(t) for t in features.texts]
@@ -214,7 +214,7 @@ def test_stage4_missing_features(tmp_path: Path, capsys: pytest.CaptureFixture) 
             str(tmp_path), "--out_dir", str(tmp_path / "encoder")]
     with pytest.raises(SystemExit):
         prepare_encoder.run_main(prepare_encoder.build_parser, prepare_encoder.main, argv, prepare_encoder.CONFIG)
-    assert "dump/train/feats.scp is missing; it is made by stage 2" in capsys.readouterr().err
+    assert "dump/train is missing; it is made by stage 2" in capsys.readouterr().err
 
 
 def test_warmup_cosine() -> None:

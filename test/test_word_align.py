@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import os
 from pathlib import Path
+from typing import Iterable
 
 import pytest
 import soundfile as sf
@@ -25,7 +27,7 @@ from mtbi.data.word_align import (
 )
 from mtbi.errors import MtbiError
 from mtbi.mini.corpus import make_mini_corpus
-from mtbi.models.ctc_align import forced_align, required_frames, word_spans
+from mtbi.models.ctc_align import forced_align, forced_align_batch, required_frames, word_spans
 
 MINI_SIZES = {"train": 4, "dev": 2, "test": 2}
 
@@ -231,7 +233,7 @@ def _brute_force(log_probs: torch.Tensor, targets: list[int]) -> tuple[int, ...]
 
 def test_forced_align_equals_brute_force_on_tiny_cases() -> None:
     generator = torch.Generator().manual_seed(0)
-    checked = 0
+    checked: list[tuple[torch.Tensor, list[int]]] = []
     for _ in range(60):
         num_frames = int(torch.randint(2, 7, (1,), generator=generator))
         targets = torch.randint(1, 3, (int(torch.randint(1, 4, (1,), generator=generator)),),
@@ -246,8 +248,39 @@ def test_forced_align_equals_brute_force_on_tiny_cases() -> None:
         for index, first, last in forced_align(log_probs, targets):
             path[first:last + 1] = [targets[index]] * (last + 1 - first)
         assert tuple(path) == expected, (targets, log_probs)
-        checked += 1
-    assert checked > 30
+        checked.append((log_probs, targets))
+    assert len(checked) > 30
+    # All of them at once, padded with the most probable frames there are: the same paths.
+    padded = torch.nn.utils.rnn.pad_sequence([lp for lp, _ in checked], batch_first=True, padding_value=0.0)
+    alignments = forced_align_batch(padded, [lp.shape[0] for lp, _ in checked], [t for _, t in checked])
+    for (log_probs, targets), alignment in zip(checked, alignments):
+        assert alignment == forced_align(log_probs, targets)
+
+
+def test_batched_viterbi_equals_each_utterance_alone() -> None:
+    """Realistic lengths, repeated tokens, one utterance with exactly the frames it needs, and
+    padding frames that favour every other path."""
+    generator = torch.Generator().manual_seed(1)
+    log_probs, targets = [], []
+    for k in range(7):
+        tokens = torch.randint(1, 4 if k % 2 else 30, (int(torch.randint(1, 60, (1,), generator=generator)),),
+                               generator=generator).tolist()
+        frames = required_frames(tokens) if k == 3 else required_frames(tokens) + int(
+            torch.randint(0, 120, (1,), generator=generator))
+        log_probs.append((3 * torch.randn(frames, 30, generator=generator)).log_softmax(-1))
+        targets.append(tokens)
+    assert any(a == b for t in targets for a, b in zip(t, t[1:]))
+    padded = torch.nn.utils.rnn.pad_sequence(log_probs, batch_first=True, padding_value=0.0)
+    lengths = [lp.shape[0] for lp in log_probs]
+    expected = [forced_align(lp, t) for lp, t in zip(log_probs, targets)]
+    assert forced_align_batch(padded, lengths, targets) == expected
+    assert forced_align_batch(padded.flip(0), lengths[::-1], targets[::-1]) == expected[::-1]
+    for alignment, tokens, frames in zip(expected, targets, lengths):
+        assert [i for i, _, _ in alignment] == list(range(len(tokens)))
+        assert all(0 <= a <= b < c for (_, a, b), (_, c, _) in zip(alignment, alignment[1:]))
+        assert alignment[-1][2] < frames
+    with pytest.raises(MtbiError, match="2 CTC targets need at least 3 frames, got 2"):
+        forced_align_batch(padded, [*lengths[:-1], 2], [*targets[:-1], [1, 1]])
 
 
 def test_word_spans_from_character_alignment() -> None:
@@ -260,16 +293,23 @@ def test_word_spans_from_character_alignment() -> None:
 # --- stages 1-3 on the mini corpus ---
 
 @pytest.fixture(scope="module")
-def mini_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """data/dev_clean and its features from a tiny mini LibriSpeech."""
-    tmp = tmp_path_factory.mktemp("mini")
-    root = make_mini_corpus(tmp / "downloads", "librispeech", MINI_SIZES)
-    data, feats = tmp / "data" / "dev_clean", tmp / "dump" / "dev_clean"
-    _run(prepare_data, "--corpus", "librispeech", "--root", str(root), "--parts", "dev-clean",
-         "--out_dir", str(data))
+def mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny mini LibriSpeech."""
+    return make_mini_corpus(tmp_path_factory.mktemp("mini") / "downloads", "librispeech", MINI_SIZES)
+
+
+def _stages_1_2(root: Path, part: str, data: Path, feats: Path) -> tuple[Path, Path]:
+    _run(prepare_data, "--corpus", "librispeech", "--root", str(root), "--parts", part, "--out_dir", str(data))
     _run(extract_feats, "--data_dir", str(data), "--out_dir", str(feats))
     _run(merge_feats, "--data_dir", str(data), "--out_dir", str(feats))
     return data, feats
+
+
+@pytest.fixture(scope="module")
+def mini_dev(mini_root: Path) -> tuple[Path, Path]:
+    """data/dev_clean and its features."""
+    top = mini_root.parent.parent
+    return _stages_1_2(mini_root, "dev-clean", top / "data" / "dev_clean", top / "dump" / "dev_clean")
 
 
 def test_stage1_writes_corpus_word_timings_as_ctm(mini_dev: tuple[Path, Path]) -> None:
@@ -316,16 +356,22 @@ def test_auto_uses_the_corpus_ctm_and_is_not_redone(mini_dev: tuple[Path, Path],
     assert "already aligned" in caplog.text
 
 
-def test_ctc_alignment_end_to_end_with_a_random_model(mini_dev: tuple[Path, Path], tmp_path: Path) -> None:
+def _random_ctc_model(texts: Iterable[str], out_dir: Path) -> Path:
+    """A CTC model with random weights and the characters of ``texts``, saved to ``out_dir``."""
     from mtbi.models.ctc import CtcModel, build_vocabulary
     from mtbi.models.encoders import ConformerConfig, EncoderConfig, build_encoder
 
-    data, feats = mini_dev
-    texts = read_table(data / "text")
     torch.manual_seed(0)
     encoder = build_encoder(EncoderConfig(kind="conformer", conformer=ConformerConfig(
         output_size=32, attention_heads=2, linear_units=64, num_blocks=1, cnn_module_kernel=7)))
-    CtcModel(encoder, build_vocabulary(texts.values())).save_pretrained(tmp_path / "encoder")
+    CtcModel(encoder, build_vocabulary(texts)).save_pretrained(out_dir)
+    return out_dir
+
+
+def test_ctc_alignment_end_to_end_with_a_random_model(mini_dev: tuple[Path, Path], tmp_path: Path) -> None:
+    data, feats = mini_dev
+    texts = read_table(data / "text")
+    _random_ctc_model(texts.values(), tmp_path / "encoder")
     ctc_data = tmp_path / "data"
     ctc_data.mkdir()
     for name in ("wav.scp", "text", "utt2spk", "spk2utt"):
@@ -342,3 +388,92 @@ def test_ctc_alignment_end_to_end_with_a_random_model(mini_dev: tuple[Path, Path
         assert [s.word for s in spans] == texts[utt].split()
         assert all(0 <= a.start < a.end <= b.start for a, b in zip(spans, spans[1:]))
         assert spans[-1].end <= duration + 0.01
+
+
+@pytest.fixture(scope="module")
+def ctc_set(mini_root: Path) -> tuple[Path, Path, Path]:
+    """data/train_clean_100 (4 utterances), its features and a random CTC model, with text
+    lines that the CTC aligner skips (a word of digits only, a transcript far too long for
+    the audio) and an utterance without features (skipped at the merge)."""
+    top = mini_root.parent.parent
+    data, feats = _stages_1_2(mini_root, "train-clean-100", top / "data" / "train", top / "dump" / "train")
+    texts = read_table(data / "text")
+    model = _random_ctc_model(texts.values(), top / "exp" / "encoder")
+    utts = sorted(texts)
+    texts[utts[1]] += " 42"
+    texts[utts[2]] = " ".join([texts[utts[2]]] * 40)
+    texts[f"{utts[-1]}x"] = "no features"
+    (data / "text").write_text("".join(f"{utt} {text}\n" for utt, text in sorted(texts.items())))
+    return data, feats, model
+
+
+def _copy_data_dir(data: Path, out: Path) -> Path:
+    out.mkdir(parents=True)
+    for name in ("wav.scp", "text", "utt2spk", "spk2utt"):
+        (out / name).write_text((data / name).read_text())
+    return out
+
+
+def test_sharded_ctc_alignment_equals_one_process(ctc_set: tuple[Path, Path, Path], tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    data, feats, model = ctc_set
+    ctc = ("--feats_dir", str(feats), "--method", "ctc", "--ctc_model", str(model))
+    one, sharded = _copy_data_dir(data, tmp_path / "one"), _copy_data_dir(data, tmp_path / "sharded")
+    with caplog.at_level(logging.INFO):
+        _run(align_words, "--data_dir", str(one), *ctc)
+    assert "utterances/s" in caplog.text
+    utts = sorted(read_table(data / "text"))
+    assert _skipped(one) == {utts[1]: "word without characters the CTC model knows",
+                             utts[2]: "audio too short for the transcript", utts[4]: "no features"}
+    assert len(read_word_align(one / "word_align")) == 2
+
+    for shard in ("1", "2"):
+        _run(align_words, "--data_dir", str(sharded), *ctc, "--shard", shard, "--num_shards", "2")
+    shards = sharded / "align" / "shards"
+    assert sorted(p.name for p in shards.iterdir()) == [".1.done", ".2.done", "word_align.1", "word_align.2",
+                                                       "word_align.skipped.1", "word_align.skipped.2"]
+    assert "42" in (shards / "word_align.skipped.2").read_text()
+    _run(align_words, "--data_dir", str(sharded), *ctc, "--merge", "--num_shards", "2")
+    for name in ("word_align", "word_align.skipped"):
+        assert (sharded / name).read_bytes() == (one / name).read_bytes(), name
+
+    made = {p: p.stat().st_mtime_ns for p in shards.iterdir()}
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        _run(align_words, "--data_dir", str(sharded), *ctc, "--shard", "2", "--num_shards", "2")
+        _run(align_words, "--data_dir", str(sharded), *ctc, "--merge", "--num_shards", "2")
+    assert "shard 2/2 already aligned" in caplog.text and "2 alignment shards already merged" in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in shards.iterdir()} == made
+    (sharded / "text").touch()  # a changed input: the shard is done again
+    _run(align_words, "--data_dir", str(sharded), *ctc, "--shard", "2", "--num_shards", "2")
+    assert (shards / ".2.done").stat().st_mtime_ns > made[shards / ".2.done"]
+
+
+def test_merge_refuses_missing_or_other_shards(ctc_set: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    data, feats, model = ctc_set
+    ctc = ("--feats_dir", str(feats), "--method", "ctc", "--ctc_model", str(model))
+    sharded = _copy_data_dir(data, tmp_path / "sharded")
+    _run(align_words, "--data_dir", str(sharded), *ctc, "--shard", "1", "--num_shards", "2")
+    with pytest.raises(MtbiError, match=r"shards/\.2\.done: word alignment shard 2/2 is not finished; "
+                                        r"re-run stage 3$"):
+        _run(align_words, "--data_dir", str(sharded), *ctc, "--merge", "--num_shards", "2")
+    assert not (sharded / "word_align").exists()
+    _run(align_words, "--data_dir", str(sharded), *ctc, "--shard", "2", "--num_shards", "2", "--batch_size", "1")
+    other = tmp_path / "other_model"
+    other.mkdir()
+    for path in model.iterdir():
+        (other / path.name).write_bytes(path.read_bytes())
+        os.utime(other / path.name, ns=(0, 0))  # older than the shards: only the stamps tell
+    os.utime(other, ns=(0, 0))
+    with pytest.raises(MtbiError, match="shard 1/2 was made with another ctc_model; re-run stage 3 with the same"):
+        _run(align_words, "--data_dir", str(sharded), "--feats_dir", str(feats), "--method", "ctc",
+             "--ctc_model", str(other), "--merge", "--num_shards", "2")
+
+
+def test_auto_resolves_and_shards_only_ctc(mini_dev: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    data, feats = mini_dev
+    _run(align_words, "--data_dir", str(data), "--method", "auto", "--print_method")
+    _run(align_words, "--data_dir", str(data.parent), "--method", "auto", "--print_method")
+    assert capsys.readouterr().out == "ctm\nctc\n"
+    with pytest.raises(MtbiError, match="--shard and --merge are for --method ctc; ctm runs in one process"):
+        _run(align_words, "--data_dir", str(data), "--feats_dir", str(feats), "--shard", "1", "--num_shards", "2")

@@ -12,7 +12,7 @@ min() { [ "$1" -lt "$2" ] && echo "$1" || echo "$2"; }
 # General options
 stage=1              # first stage to run
 stop_stage=10000     # last stage to run
-nj=$(nproc)          # parallel jobs for data preparation and feature extraction (default: the cores here)
+nj=$(nproc)          # parallel jobs for data preparation, features and CTC alignment (default: the cores here)
 expdir=              # experiments and stage logs (default: exp, or exp_<config_set> for another set)
 config_set=tiny      # tiny (conf/teacher_tiny.yaml, conf/encoder_tiny.yaml, conf/train_*.yaml), or a
                      # folder of conf/ with teacher.yaml, encoder.yaml and train_*.yaml: smol, real
@@ -270,10 +270,21 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     for dset in ${all_sets}; do
         require "data/${dset}/text" "stage 1"
         require "${feats_dir}/${dset}/utt2num_frames" "stage 2"
-        # shellcheck disable=SC2086  # align_opts holds several options
-        python -m mtbi.bin.align_words --data_dir "data/${dset}" --feats_dir "${feats_dir}/${dset}" \
-            --method "${align_method}" --ctc_model "${expdir}/encoder" ${align_opts} \
-            2>&1 | tee "${expdir}/log/stage3.${dset}.log" >&2
+        # shellcheck disable=SC2206  # align_opts holds several options
+        align_args=(--data_dir "data/${dset}" --feats_dir "${feats_dir}/${dset}" --ctc_model "${expdir}/encoder" ${align_opts})
+        method=$(python -m mtbi.bin.align_words "${align_args[@]}" --method "${align_method}" --print_method)
+        if [ "${method}" = ctc ]; then
+            # Sharded like stage 2: the shards and their logs go to data/<set>/align/{shards,log}.
+            _nj=$(min "${nj}" "$(wc -l < "data/${dset}/text")")
+            log "CTC alignment of data/${dset} (${_nj} jobs), logs in data/${dset}/align/log"
+            ${train_cmd} JOB=1:"${_nj}" "data/${dset}/align/log/align_words.JOB.log" \
+                python -m mtbi.bin.align_words "${align_args[@]}" --method ctc --shard JOB --num_shards "${_nj}"
+            python -m mtbi.bin.align_words "${align_args[@]}" --method ctc --merge --num_shards "${_nj}" \
+                2>&1 | tee "${expdir}/log/stage3.${dset}.log" >&2
+        else
+            python -m mtbi.bin.align_words "${align_args[@]}" --method "${method}" \
+                2>&1 | tee "${expdir}/log/stage3.${dset}.log" >&2
+        fi
     done
     write_stage_script 3
 fi

@@ -32,6 +32,8 @@ class SpeechFeatures:
 
     def __init__(self, feats_dir: str | Path, allow_upsample: bool = True) -> None:
         self.dir = Path(feats_dir)
+        if not self.dir.is_dir():
+            raise MtbiError(f"{self.dir} is missing; it is made by stage 2")
         info_file = self.dir / FEATS_INFO
         if info_file.is_file():
             info = yaml.safe_load(info_file.read_text(encoding="utf-8")) or {}

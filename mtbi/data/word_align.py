@@ -4,6 +4,11 @@
 utterance in sorted (C-locale) order, words in transcript order; word ``i`` of an utterance is
 token ``i`` of its ``text`` line. Utterances without a usable alignment are listed with the
 reason in ``word_align.skipped`` (``utt<TAB>reason<TAB>detail``) and left out.
+
+An aligner sharded over jobs (stage 3's CTC) writes, per shard ``k``, the same two formats to
+``<data_dir>/align/shards/word_align.<k>`` and ``word_align.skipped.<k>`` (marker ``.<k>.done``;
+job logs go to ``<data_dir>/align/log``); the merge writes ``word_align`` and
+``word_align.skipped`` exactly as one process does.
 """
 
 from __future__ import annotations
@@ -13,20 +18,21 @@ import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from tqdm import tqdm
 
 from mtbi.data.audio import FRAME_SHIFT
 from mtbi.data.datadir import read_table
 from mtbi.errors import MtbiError
-from mtbi.stage import atomic_write
+from mtbi.stage import atomic_write, marker, merge_step, shard_slice, shard_step
 
 logger = logging.getLogger(__name__)
 
 MAX_CLIP = 0.1              # words ending at most this far past the audio end are clipped
 NON_WORDS = {"", "sil", "sp"}  # silence labels of aligners, not words
 UNKNOWN_WORD = "<unk>"      # MFA's label for an out-of-vocabulary word: matches any token
+ALIGN_DIR = "align"         # <data_dir>/align: shards/ and log/ of an alignment sharded over jobs
 
 
 @dataclass(frozen=True)
@@ -338,13 +344,89 @@ def finish_alignment(data_dir: str | Path, spans: Mapping[str, Sequence[WordSpan
         except AlignmentError as err:
             skips[utt] = err
     write_word_align(data_dir / "word_align", aligned)
-    with atomic_write(data_dir / "word_align.skipped") as f:
-        f.writelines(f"{utt}\t{err.reason}\t{err.detail}\n" for utt, err in sorted(skips.items()))
+    write_skipped(data_dir / "word_align.skipped", skips.values())
     logger.info("%s: %d of %d utterances aligned, %d skipped (see %s)", data_dir / "word_align",
                 len(aligned), len(texts), len(skips), data_dir / "word_align.skipped")
     for reason, count in Counter(err.reason for err in skips.values()).most_common():
         logger.info("  skipped %d: %s", count, reason)
     return aligned
+
+
+def write_skipped(path: str | Path, skipped: Iterable[AlignmentError]) -> None:
+    """Write a ``word_align.skipped`` file atomically: ``utt<TAB>reason<TAB>detail``, sorted by utterance."""
+    with atomic_write(path) as f:
+        f.writelines(f"{err.utt}\t{err.reason}\t{err.detail}\n" for err in sorted(skipped, key=lambda e: e.utt))
+
+
+def read_skipped(path: str | Path) -> list[AlignmentError]:
+    """Read a file of :func:`write_skipped`."""
+    path = Path(path)
+    if not path.is_file():
+        raise MtbiError(f"{path}: file not found; it is made by stage 3 (mtbi.bin.align_words)")
+    skipped = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        fields = line.split("\t", 2)
+        if len(fields) != 3:
+            raise MtbiError(f"{path}:{lineno}: expected 'utt<TAB>reason<TAB>detail'; re-run stage 3")
+        skipped.append(AlignmentError(*fields))
+    return skipped
+
+
+Aligner = Callable[[Mapping[str, str]], tuple[Mapping[str, Sequence[WordSpan]], list[AlignmentError]]]
+
+
+def _shard_files(data_dir: Path, shard: int) -> tuple[Path, Path]:
+    shards = data_dir / ALIGN_DIR / "shards"
+    return shards / f"word_align.{shard}", shards / f"word_align.skipped.{shard}"
+
+
+def align_shard(data_dir: str | Path, shard: int, num_shards: int, stamp: dict, inputs: Sequence[Path],
+                align: Aligner) -> None:
+    """Align every ``num_shards``-th utterance of ``<data_dir>/text`` (sorted), from ``shard``
+    (1-based), with ``align(texts) -> (spans, skipped)`` into ``<data_dir>/align/shards/``
+    ``word_align.<shard>`` and ``word_align.skipped.<shard>``. Skipped when already done with the
+    same ``stamp`` (what the alignment is made from) after the last change of ``inputs``."""
+    data_dir = Path(data_dir)
+    files = _shard_files(data_dir, shard)
+    step = shard_step(data_dir / ALIGN_DIR, shard, num_shards, stamp, inputs, outputs=files)
+    if step.skip(f"{data_dir}: shard {shard}/{num_shards} already aligned"):
+        return
+    texts = read_table(data_dir / "text", allow_empty_value=True)
+    spans, skipped = align({utt: texts[utt] for utt in shard_slice(sorted(texts), shard, num_shards)})
+    write_word_align(files[0], spans)
+    write_skipped(files[1], skipped)
+    step.mark_done()
+    logger.info("%s: shard %d/%d aligned %d utterances, skipped %d", data_dir, shard, num_shards,
+                len(spans), len(skipped))
+
+
+def merge_alignment_shards(data_dir: str | Path, num_shards: int, stamp: dict, inputs: Sequence[Path],
+                           durations: Mapping[str, float] | None = None) -> None:
+    """Merge the ``num_shards`` shards of :func:`align_shard` into ``<data_dir>/word_align`` and
+    ``word_align.skipped`` (by :func:`finish_alignment`, as one process writes them). A shard
+    that is missing, stale or made from another ``stamp`` is a one-line error naming stage 3."""
+    data_dir = Path(data_dir)
+    work = data_dir / ALIGN_DIR
+    merged = merge_step(work, num_shards, "word alignment", 3, inputs,
+                        outputs=[data_dir / "word_align", data_dir / "word_align.skipped"])
+    for shard, made in enumerate(merged.stamp["shards"], 1):
+        wanted = shard_step(work, shard, num_shards, stamp).stamp
+        if made != wanted:
+            keys = sorted(k for k in {*made, *wanted} if made.get(k) != wanted.get(k))
+            raise MtbiError(f"{marker(work / 'shards', str(shard))}: word alignment shard {shard}/{num_shards} "
+                            f"was made with another {', '.join(keys)}; re-run stage 3 with the same options")
+    # The marker of word_align whichever way it is made: a one-process run's stamp never equals this one.
+    step = replace(merged, path=marker(data_dir, "word_align"), stamp={**stamp, **merged.stamp})
+    if step.skip(f"{data_dir}: {num_shards} alignment shards already merged"):
+        return
+    spans: dict[str, Sequence[WordSpan]] = {}
+    skipped: list[AlignmentError] = []
+    for shard in range(1, num_shards + 1):
+        span_file, skipped_file = _shard_files(data_dir, shard)
+        spans.update(read_word_align(span_file))
+        skipped += read_skipped(skipped_file)
+    finish_alignment(data_dir, spans, durations, skipped)
+    step.mark_done()
 
 
 def _lines(path: Path) -> Iterable[tuple[int, list[str]]]:

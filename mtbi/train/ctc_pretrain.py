@@ -62,20 +62,15 @@ class FeatureSet:
 def read_feature_set(feats_dir: str | Path) -> FeatureSet:
     """The features (either ``feats_type``) and ``text`` of the stage-2 dir ``feats_dir``."""
     feats_dir = Path(feats_dir)
+    features = SpeechFeatures(feats_dir)
     if not (feats_dir / "text").is_file():
         raise MtbiError(f"{feats_dir / 'text'} is missing; it is made by stage 2 (features)")
-    features = SpeechFeatures(feats_dir)
     texts = read_table(feats_dir / "text", allow_empty_value=True)
     utts = sorted(set(features.utts) & set(texts))
     if not utts:
         raise MtbiError(f"{feats_dir}: no utterance has both features and a transcript; re-run stage 2")
     return FeatureSet(feats_dir.name, utts, features, [features.num_frames[u] for u in utts],
                       [texts[u] for u in utts])
-
-
-def load_batch(features: FeatureSet, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded features ``(B, T, n_mels)`` and lengths ``(B,)`` of the utterances ``indices``."""
-    return features.features.batch([features.utts[i] for i in indices])
 
 
 def warp_mel(feats: torch.Tensor, factor: float) -> torch.Tensor:
@@ -144,11 +139,12 @@ def train_ctc(encoder: EncoderConfig, cfg: CtcTrainConfig, train: FeatureSet) ->
     sampler = BucketBatchSampler([train.num_frames[i] for i in kept], cfg.batch_size, seed=cfg.seed)
     model.train()
     average = None
-    progress = tqdm(zip(range(cfg.steps), sampler), total=cfg.steps, desc="CTC pre-training", unit="step",
-                    mininterval=5.0)
-    for step, batch in progress:
+    batches = [batch for _, batch in zip(range(cfg.steps), sampler)]
+    # Features are read (for a raw dir, computed) by a worker while the model trains.
+    loaded = train.features.batches([[train.utts[kept[i]] for i, _ in batch] for batch in batches])
+    progress = tqdm(zip(batches, loaded), total=cfg.steps, desc="CTC pre-training", unit="step", mininterval=5.0)
+    for step, (batch, (_, feats, lens)) in enumerate(progress):
         indices = [kept[i] for i, _ in batch]
-        feats, lens = load_batch(train, indices)
         feats = spec_augment(feats, lens, [seed for _, seed in batch], cfg)
         loss = model.loss(feats, lens, [targets[i] for i in indices])
         optimizer.zero_grad()
@@ -175,10 +171,10 @@ def evaluate_wer(model: CtcModel, features: FeatureSet, batch_size: int) -> dict
     if not scored:
         raise MtbiError(f"{features.name}: no transcript has a character of the CTC vocabulary to score")
     hyps: dict[int, str] = {}
-    for b in tqdm(range(0, len(scored), batch_size), desc=f"decoding {features.name}", unit="batch",
-                  mininterval=5.0):
-        indices = scored[b:b + batch_size]
-        feats, lens = load_batch(features, indices)
+    batches = [scored[b:b + batch_size] for b in range(0, len(scored), batch_size)]
+    loaded = features.features.batches([[features.utts[i] for i in indices] for indices in batches])
+    for indices, (_, feats, lens) in tqdm(zip(batches, loaded), total=len(batches), desc=f"decoding {features.name}",
+                                          unit="batch", mininterval=5.0):
         hyps.update(zip(indices, model.greedy_decode(feats, lens)))
     ref_list, hyp_list = [refs[i] for i in scored], [hyps[i] for i in scored]
     return {"utterances": len(scored), "wer": jiwer.wer(ref_list, hyp_list), "cer": jiwer.cer(ref_list, hyp_list),
