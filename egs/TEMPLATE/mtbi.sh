@@ -278,7 +278,8 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
             _nj=$(min "${nj}" "$(wc -l < "data/${dset}/text")")
             log "CTC alignment of data/${dset} (${_nj} jobs), logs in data/${dset}/align/log"
             ${train_cmd} JOB=1:"${_nj}" "data/${dset}/align/log/align_words.JOB.log" \
-                python -m mtbi.bin.align_words "${align_args[@]}" --method ctc --shard JOB --num_shards "${_nj}"
+                python -m mtbi.bin.align_words "${align_args[@]}" --method ctc --shard JOB --num_shards "${_nj}" \
+                    --num_threads $(( $(nproc) / _nj > 0 ? $(nproc) / _nj : 1 ))
             python -m mtbi.bin.align_words "${align_args[@]}" --method ctc --merge --num_shards "${_nj}" \
                 2>&1 | tee "${expdir}/log/stage3.${dset}.log" >&2
         else

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ctc_model", help="dir of a character CTC model (mtbi.models.ctc.CtcModel)")
     parser.add_argument("--batch_size", type=int, default=16, help="utterances per CTC model call")
     parser.add_argument("--device", default="cpu", help="torch device of the CTC model")
+    parser.add_argument("--num_threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default, one per core; give cores / jobs when several "
+                             "shards run at once)")
     parser.add_argument("--shard", type=int, help="ctc only: align shard JOB (1-based) of --num_shards")
     parser.add_argument("--num_shards", type=int, default=1, help="ctc only: shards of --shard and --merge")
     parser.add_argument("--merge", action="store_true", help="ctc only: merge the --num_shards shards")
@@ -88,6 +91,10 @@ def check_options(args: argparse.Namespace, method: str) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.num_threads:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
     data_dir = Path(args.data_dir)
     method = resolve_method(args.method, data_dir)
     if args.print_method:

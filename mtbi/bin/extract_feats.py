@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from mtbi.cli import run_main, str2bool
 from mtbi.data.feature_dump import FEATS_TYPES, extract_shard
 
@@ -30,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    # One thread a job: stage 2's parallelism is its --nj jobs, and more threads than cores in
+    # all of them together slow every job many times over.
+    torch.set_num_threads(1)
     extract_shard(args.data_dir, args.out_dir, args.shard, args.num_shards, args.n_mels,
                   args.allow_upsample, args.feats_type)
 
