@@ -4,6 +4,7 @@ dump, features computed when read: mtbi/data/speech_features.py)."""
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import soundfile as sf
 from conftest import tone
 
 from mtbi.data.audio import AudioError
+from mtbi.data.corpus import check_audio_headers, write_listing
 from mtbi.data.datadir import read_table, validate_data_dir, write_table
 from mtbi.data.feature_dump import extract_shard, merge_shards
 from mtbi.data.features import log_mel
+from mtbi.data.librispeech import read_librispeech
 from mtbi.data.speech_features import SpeechFeatures
 from mtbi.data.wav_scp import AudioTable, entry_kind
 from mtbi.errors import MtbiError
@@ -166,3 +169,19 @@ def test_raw_audio_that_breaks_after_stage_2_names_the_utterance(tmp_path: Path)
     with pytest.raises(MtbiError, match="audio of 'spk1-a1' in .*raw cannot be read .*re-run stage 2, or use "
                                         "--feats_type logmel"):
         SpeechFeatures(tmp_path / "raw").load("spk1-a1")
+
+
+def test_stage_1_lengths_spare_stage_2_raw_a_second_read(tmp_path: Path, librispeech_root: Path) -> None:
+    listing = check_audio_headers(read_librispeech(librispeech_root, ["dev-clean"]))
+    write_listing(listing, tmp_path / "data")
+    lengths = read_table(tmp_path / "data" / "utt2num_samples")
+    wav_scp = read_table(tmp_path / "data" / "wav.scp")
+    assert {u: int(n) for u, n in lengths.items()} == {u: sf.info(wav_scp[u]).frames for u in wav_scp}
+    shutil.copytree(tmp_path / "data", tmp_path / "plain")
+    (tmp_path / "plain" / "utt2num_samples").unlink()
+    _stage2(tmp_path / "plain", tmp_path / "measured", "raw", nj=1)  # lengths from the headers
+    for path in wav_scp.values():  # stage 2 raw takes the lengths stage 1 read: it opens no file
+        Path(path).unlink()
+    _stage2(tmp_path / "data", tmp_path / "raw", "raw", nj=1)
+    assert read_table(tmp_path / "raw" / "utt2num_samples") == lengths
+    assert read_table(tmp_path / "raw" / "utt2num_frames") == read_table(tmp_path / "measured" / "utt2num_frames")

@@ -55,6 +55,11 @@ def probe_audio(path: str | Path, target_sr: int = TARGET_SAMPLE_RATE,
     return AudioInfo(info.samplerate, info.channels, info.frames)
 
 
+def resampled_length(frames: int, sample_rate: int, target_sr: int = TARGET_SAMPLE_RATE) -> int:
+    """Samples at ``target_sr`` of ``frames`` samples at ``sample_rate`` (soxr's output length)."""
+    return frames if sample_rate == target_sr else round(frames * target_sr / sample_rate)
+
+
 def load_audio(path: str | Path, target_sr: int = TARGET_SAMPLE_RATE,
                allow_upsample: bool = False) -> np.ndarray:
     """Read ``path`` as float32 mono samples at ``target_sr``.

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mtbi.data.audio import AudioError, probe_audio
-from mtbi.data.datadir import ID_PATTERN, Utterance, write_data_dir
+from mtbi.data.audio import AudioError, probe_audio, resampled_length
+from mtbi.data.datadir import ID_PATTERN, Utterance, write_data_dir, write_table
 from mtbi.data.word_align import WordSpan, read_ctm, write_ctm
 from mtbi.stage import atomic_dir
 
@@ -34,6 +34,7 @@ class CorpusListing:
     utterances: list[Utterance] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     word_times: dict[str, list[WordSpan]] = field(default_factory=dict)
+    num_samples: dict[str, int] = field(default_factory=dict)  # at 16 kHz, from the headers checked
     _ids: set[str] = field(default_factory=set, init=False, repr=False)
 
     def add(self, utt: Utterance) -> None:
@@ -66,26 +67,32 @@ class CorpusListing:
 
 
 def check_audio_headers(listing: CorpusListing, allow_upsample: bool = False) -> CorpusListing:
-    """Keep the utterances whose audio header is readable and usable; skip the rest."""
+    """Keep the utterances whose audio header is readable and usable, with their length at 16 kHz
+    where the header tells it (MP3 headers may not); skip the rest."""
     checked = CorpusListing(skipped=list(listing.skipped), word_times=listing.word_times)
     for utt in tqdm(listing.utterances, desc="checking audio", unit="utt", mininterval=2.0):
         try:
-            probe_audio(utt.audio, allow_upsample=allow_upsample)
+            info = probe_audio(utt.audio, allow_upsample=allow_upsample)
         except AudioError as err:
             checked.skip(utt.utt_id, err.reason, str(err))
             continue
         checked.add(utt)
+        if info.frames:
+            checked.num_samples[utt.utt_id] = resampled_length(info.frames, info.sample_rate)
     return checked
 
 
 def write_listing(listing: CorpusListing, out_dir: str | Path) -> None:
-    """Write the data dir, ``skipped.txt`` (``item<TAB>reason<TAB>detail``) and, when the corpus
-    has word timings, ``ctm`` (those of the kept utterances) atomically."""
+    """Write the data dir, ``skipped.txt`` (``item<TAB>reason<TAB>detail``), ``utt2num_samples``
+    (16 kHz samples, from the headers: stage 2 ``raw`` need not open the files again) and, when
+    the corpus has word timings, ``ctm`` (those of the kept utterances) atomically."""
     out_dir = Path(out_dir)
     timed = {u.utt_id: listing.word_times[u.utt_id] for u in listing.utterances
              if u.utt_id in listing.word_times}
     with atomic_dir(out_dir) as tmp:
         write_data_dir(tmp, listing.utterances)
+        kept = {u.utt_id for u in listing.utterances}
+        write_table(tmp / "utt2num_samples", {u: str(n) for u, n in listing.num_samples.items() if u in kept})
         if listing.word_times:
             write_ctm(tmp / "ctm", timed)
         with open(tmp / "skipped.txt", "w", encoding="utf-8") as f:

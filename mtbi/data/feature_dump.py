@@ -11,8 +11,10 @@ Layout of ``<out_dir>`` (e.g. ``dump/raw/train_clean_100`` or ``dump/logmel80/tr
     .done
 
 Audio is read through :class:`mtbi.data.wav_scp.AudioTable` (files, ``cmd |`` pipes, ark offsets,
-``segments``). A raw dir reads each file's header only (pipes, arks and MP3 are decoded to
-measure them); :class:`mtbi.data.speech_features.SpeechFeatures` computes its features when read.
+``segments``). A raw dir takes the lengths of whole-file utterances from the ``utt2num_samples``
+stage 1 wrote from the headers it checked, reads the header of other files, and decodes pipes,
+arks, segments of them, and MP3 to measure them; :class:`mtbi.data.speech_features.SpeechFeatures`
+computes its features when read.
 
 A shard is redone unless its marker is newer than the data dir; the merge refuses to run until
 every shard is done (:mod:`mtbi.stage`), so a killed job never leaves a partial ``feats.scp``.
@@ -34,7 +36,7 @@ from tqdm import tqdm
 from mtbi.data.audio import FRAME_SHIFT, HOP_LENGTH, AudioError
 from mtbi.data.datadir import read_table, subset_data_dir, write_table
 from mtbi.data.features import log_mel
-from mtbi.data.wav_scp import AudioTable
+from mtbi.data.wav_scp import AudioTable, entry_kind
 from mtbi.errors import MtbiError
 from mtbi.stage import atomic_write, marker, merge_step, read_stamp, shard_slice, shard_step
 
@@ -83,8 +85,18 @@ def _shard_files(out_dir: Path, shard: int) -> dict[str, Path]:
 
 
 def _data_inputs(data_dir: Path) -> list[Path]:
-    return [data_dir / name for name in ("wav.scp", "text", "segments") if name != "segments"
-            or (data_dir / name).is_file()]
+    return [data_dir / name for name in ("wav.scp", "text", "segments", "utt2num_samples")
+            if name in ("wav.scp", "text") or (data_dir / name).is_file()]
+
+
+def known_lengths(data_dir: Path, audio: AudioTable) -> dict[str, int]:
+    """The 16 kHz lengths stage 1 read from the headers (``utt2num_samples``) of utterances that are
+    whole audio files: stage 2 ``raw`` does not open those files again."""
+    path = data_dir / "utt2num_samples"
+    if audio.segments is not None or not path.is_file():
+        return {}
+    return {utt: int(n) for utt, n in read_table(path).items()
+            if utt in audio.wav_scp and entry_kind(audio.wav_scp[utt]) == "file"}
 
 
 def extract_shard(data_dir: str | Path, out_dir: str | Path, shard: int, num_shards: int,
@@ -100,6 +112,7 @@ def extract_shard(data_dir: str | Path, out_dir: str | Path, shard: int, num_sha
         return
     audio = AudioTable(data_dir, allow_upsample=allow_upsample)
     utts = shard_slice(audio.utts, shard, num_shards)
+    known = known_lengths(data_dir, audio) if feats_type == "raw" else {}
     files = _shard_files(out_dir, shard)
     files["frames"].parent.mkdir(parents=True, exist_ok=True)
     samples: dict[str, str] = {}
@@ -111,7 +124,7 @@ def extract_shard(data_dir: str | Path, out_dir: str | Path, shard: int, num_sha
         for utt in progress:
             try:
                 if writer is None:
-                    num_samples = audio.num_samples(utt)
+                    num_samples = known[utt] if utt in known else audio.num_samples(utt)
                     num_frames = num_samples // HOP_LENGTH
                 else:
                     feats = log_mel(audio.load(utt), n_mels)

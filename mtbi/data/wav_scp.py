@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtbi.data.audio import TARGET_SAMPLE_RATE, AudioError, load_audio, probe_audio, to_mono_16k
+from mtbi.data.audio import AudioError, load_audio, probe_audio, resampled_length, to_mono_16k
 from mtbi.data.datadir import read_table
 from mtbi.errors import MtbiError
 
@@ -159,11 +159,6 @@ class AudioTable:
                              f"segment '{utt}' ({seg.start:.2f}-{seg.end:.2f} s) of '{seg.recording}', which "
                              f"lasts {length:.2f} s; fix {self.data_dir / 'segments'}")
         return round(seg.start * rate), min(round(seg.end * rate), total)
-
-
-def resampled_length(frames: int, sample_rate: int) -> int:
-    """Samples at 16 kHz of ``frames`` samples at ``sample_rate`` (soxr's output length)."""
-    return frames if sample_rate == TARGET_SAMPLE_RATE else round(frames * TARGET_SAMPLE_RATE / sample_rate)
 
 
 def read_pipe(entry: str) -> tuple[np.ndarray, int]:
