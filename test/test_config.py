@@ -113,4 +113,4 @@ def test_print_config_shows_the_resolved_config_without_the_other_arguments() ->
     assert typo.returncode == 1
     assert typo.stderr.strip().splitlines() == [
         "ERROR: --set optim.max_step=10: unknown key 'max_step' in 'optim'; valid keys: learning_rate, "
-        "weight_decay, warmup_steps, max_steps, batch_size, accum_grad, grad_clip"]
+        "weight_decay, warmup_steps, max_steps, batch_size, batch_tokens, accum_grad, grad_clip"]

@@ -48,13 +48,17 @@ def test_real_config_set_stages_4_to_8_with_standin_hub_models(tmp_path: Path, m
     stages = run(recipe, "--stage", "1", "--stop_stage", "3", "--nj", "2", "--n_mels", "128",
                  "--local_data_opts", TINY)
     assert stages.returncode == 0, stages.stderr[-3000:]
-    quick = "--set optim.max_steps=2 optim.batch_size=4 optim.accum_grad=1 save_interval=2 valid_examples=4"
+    quick = "--set optim.max_steps=2 optim.batch_tokens=512 optim.accum_grad=1 save_interval=2 valid_examples=4"
     result = run(recipe, "--config_set", "real", "--stage", "4", "--stop_stage", "8", "--n_mels", "128",
                  "--train_opts", quick, "--gen_opts", "--max_utts 4", "--gen_valid_opts", "--max_utts 2",
-                 "--bench_opts", "--max_utts 1",
+                 "--bench_opts", "--max_utts 1", "--encoder_cache_max_gb", "0.000001",
                  "--train_confs", " ".join(f"conf/real/train_{tag}.yaml" for tag in BASELINES))
     assert result.returncode == 0, result.stderr[-3000:]
     exp = recipe / "exp_real"
+    # Over its disk budget the encoder cache is not written: training runs the frozen Whisper on
+    # log-mel computed from the raw audio (stage 2's default) in its DataLoader worker.
+    assert "over the budget of 0.0 GB: not cached" in result.stderr
+    assert not (exp / "encoder_cache" / "train_clean_100").exists()
     info = json.loads((exp / "teacher" / "mtbi_teacher.json").read_text())
     assert info["model"] == {"model": LLM_ID, "revision": llm_commit}
     encoder = load_config(exp / "encoder" / "encoder.yaml", EncoderConfig)

@@ -16,12 +16,17 @@ import torch
 import yaml
 from conftest import REPO_ROOT
 from safetensors.torch import load_file
-from sllm_fixtures import make_training_setup
+from sllm_fixtures import TASKS, make_training_setup
+from transformers import PreTrainedTokenizerBase
 
 from mtbi.config import load_config
 from mtbi.errors import MtbiError
-from mtbi.train.config import TrainConfig
-from mtbi.train.sampler import BucketBatchSampler, padding_fraction
+from mtbi.models.connectors import ConnectorConfig
+from mtbi.models.speech_llm import SpeechLLMConfig, build_speech_llm
+from mtbi.train.config import OptimConfig, TrainConfig
+from mtbi.train.dataset import DataConfig, ImitationDataset, collate
+from mtbi.train.sampler import BucketBatchSampler, TokenBatchSampler, padding_fraction
+from mtbi.train.trainer import Trainer, llm_lengths
 
 
 def test_bucketing_keeps_padding_under_ten_percent() -> None:
@@ -64,6 +69,45 @@ def test_a_config_typo_is_an_error_listing_the_valid_keys(tmp_path: Path) -> Non
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return make_training_setup(tmp_path_factory.mktemp("sllm"))
+
+
+def imitation_dataset(setup: dict, tokenizer: PreTrainedTokenizerBase) -> ImitationDataset:
+    data = setup["data"]
+    return ImitationDataset(data["feats"], data["targets"], tokenizer, list(TASKS), DataConfig(), data["word_align"])
+
+
+@pytest.mark.parametrize("kind", ["conv", "stack_mlp", "qformer"])
+def test_llm_lengths_are_the_lengths_the_llm_reads(setup: dict, kind: str) -> None:
+    connector = ConnectorConfig(kind=kind, stride=2, window=4, num_queries=2, hidden_size=32, num_layers=1)
+    model, tokenizer = build_speech_llm(SpeechLLMConfig(connector=connector), setup["encoder"], setup["root"] / "teacher")
+    dataset = imitation_dataset(setup, tokenizer)
+    assert len(dataset.text_tokens) == len(dataset.utt_index) == len(dataset) == 32
+    assert list(dataset.utt_index) == [n // 4 for n in range(32)]  # 4 targets per utterance, in file order
+    with torch.no_grad():
+        _, mask, _ = model.embed(collate([dataset[(i, 0)] for i in range(len(dataset))]))
+    assert list(llm_lengths(model, dataset)) == mask.sum(1).tolist()
+
+
+def test_the_trainer_batches_to_a_token_budget_only_when_batch_tokens_is_set(setup: dict, tmp_path: Path) -> None:
+    model, tokenizer = build_speech_llm(SpeechLLMConfig(), setup["encoder"], setup["root"] / "teacher")
+    dataset = imitation_dataset(setup, tokenizer)
+    fixed = Trainer(model, TrainConfig(optim=OptimConfig(batch_size=4)), dataset, None, tmp_path, torch.device("cpu"))
+    sampler = fixed.batch_sampler()
+    assert isinstance(sampler, BucketBatchSampler) and OptimConfig().batch_tokens == 0
+    assert sampler.global_batches(1) == BucketBatchSampler(dataset.lengths, 4).global_batches(1)
+    sized = Trainer(model, TrainConfig(optim=OptimConfig(batch_tokens=400)), dataset, None, tmp_path,
+                    torch.device("cpu"))
+    sampler = sized.batch_sampler(start=5)
+    assert isinstance(sampler, TokenBatchSampler) and sampler.start == 5
+    lengths = llm_lengths(model, dataset)
+    for batch in sampler.global_batches(0):
+        assert max(lengths[i] for i in batch) * len(batch) <= 400
+    report = sized.report_padding(sampler)
+    examples = sum(map(len, sampler.global_batches(0))) / sampler.batches_per_epoch
+    assert report["utts_per_batch"] == examples > 3  # one target of an utterance per batch
+    assert 0 <= report["llm_bucketed"] < report["llm_random"]
+    # Bucketing by speech frames alone keeps the 4 targets of an utterance together.
+    assert fixed.report_padding(fixed.batch_sampler())["utts_per_batch"] <= 2
 
 
 def write_config(path: Path, log_interval: int = 1, **optim) -> Path:
@@ -137,8 +181,9 @@ def test_loss_lines_of_a_run_killed_before_its_first_checkpoint_are_not_repeated
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_take_the_same_step_as_one_process(setup: dict, tmp_path: Path) -> None:
-    config = write_config(tmp_path / "train.yaml", max_steps=2, warmup_steps=1)
+@pytest.mark.parametrize("optim", [{}, {"batch_tokens": 400}], ids=["batch_size", "batch_tokens"])
+def test_two_ddp_processes_take_the_same_step_as_one_process(setup: dict, tmp_path: Path, optim: dict) -> None:
+    config = write_config(tmp_path / "train.yaml", max_steps=2, warmup_steps=1, **optim)
     one = tmp_path / "one"
     subprocess.run([sys.executable, *train_command(setup, config, one)], check=True, capture_output=True)
     two = tmp_path / "two"
@@ -150,3 +195,5 @@ def test_two_ddp_processes_take_the_same_step_as_one_process(setup: dict, tmp_pa
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-5), key  # Adam (lr 1e-2) amplifies float noise
     assert [r["loss"] for r in losses(one) if "loss" in r] == pytest.approx(
         [r["loss"] for r in losses(two) if "loss" in r], rel=1e-5)
+    data = [{k: r[k] for k in ("llm_padding", "utts_per_batch")} for r in losses(one) if "loss" in r]
+    assert data == [{k: r[k] for k in ("llm_padding", "utts_per_batch")} for r in losses(two) if "loss" in r]

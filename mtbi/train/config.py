@@ -22,8 +22,17 @@ class OptimConfig:
     warmup_steps: int = 100
     max_steps: int = 1000
     batch_size: int = 32      # examples per micro-batch, all ranks together
+    # > 0: micro-batches of up to this many padded LLM positions (the longest example's speech
+    # frames after the connector + prompt + response tokens, times the examples), all ranks
+    # together, with one example per utterance where the data allows; batch_size is then unused.
+    batch_tokens: int = 0
     accum_grad: int = 1       # micro-batches per optimizer step
     grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.batch_tokens < 0:
+            raise MtbiError(f"optim.batch_tokens {self.batch_tokens}: use 0 (batches of batch_size examples) "
+                            "or a positive number of padded positions")
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 An example is one line of ``targets.jsonl`` (a task prompt about one utterance and the
 teacher's response) with the utterance's features (a stage-2 dir of either ``feats_type``: dumped,
 or computed from the audio in the DataLoader worker that reads the item) and word times
-(``word_align``, for interleaving). Only byte offsets and lengths are kept in memory, so
-memory stays flat in the corpus size; each item is read from disk when asked for.
+(``word_align``, for interleaving). Only per-example numbers (byte offset, frames, utterance
+number, text tokens) are kept in memory, in arrays, so memory stays flat in the corpus size; each
+item is read from disk when asked for.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from mtbi.data.word_align import WordAlignIndex
 from mtbi.errors import MtbiError
 from mtbi.models.interleave import InterleaveConfig, InterleavePolicy, build_segments
 from mtbi.models.speech_llm import SpeechBatch
-from mtbi.models.speech_prompt import tokenize_prompt
+from mtbi.models.speech_prompt import TEMPLATE, tokenize_prompt
 from mtbi.tasks.prompting import normalize_transcript
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,49 @@ class Example:
     encoded: bool = False
 
 
+def answer_text(record: dict, transcript: str, response: str) -> str:
+    """What the SLLM learns to answer for the targets line ``record`` (``response``: DataConfig.response)."""
+    return transcript if response == "transcript" else record["response"]
+
+
+class TextTokens:
+    """Per example, the LLM's input tokens besides the speech: the prompt's template tokens
+    (counted once per prompt) and the response's, with eos; responses are tokenized
+    ``chunk`` examples at a time (the tokenizer's batch call)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, response: str, chunk: int = 4096) -> None:
+        self.tokenizer, self.response, self.chunk = tokenizer, response, chunk
+        self.counts = array("l")
+        self._template: dict[str, int] = {}
+        self._pending: list[int] = []
+        self._answers: list[str] = []
+
+    def add(self, record: dict, where: str) -> None:
+        """Count the targets line ``record`` (read at ``where``)."""
+        try:
+            transcript, prompt = normalize_transcript(record["transcript"]), record["prompt"]
+            answer = answer_text(record, transcript, self.response)
+        except (KeyError, TypeError, AttributeError):
+            raise MtbiError(f"{where}: not a targets line; re-run stage 5") from None
+        if prompt not in self._template:
+            self._template[prompt] = tokenize_prompt(self.tokenizer, prompt, transcript).word_of.count(TEMPLATE)
+        self._pending.append(self._template[prompt])
+        self._answers.append(answer)
+        if len(self._answers) == self.chunk:
+            self._flush()
+
+    def finish(self) -> array:
+        """The counts of the lines added, in order."""
+        self._flush()
+        return self.counts
+
+    def _flush(self) -> None:
+        if self._answers:
+            ids = self.tokenizer(self._answers, add_special_tokens=False)["input_ids"]
+            self.counts.extend(template + len(r) + 1 for template, r in zip(self._pending, ids))
+            self._pending, self._answers = [], []
+
+
 class ImitationDataset(torch.utils.data.Dataset):
     """Examples of ``targets.jsonl`` whose task is in ``tasks`` and whose utterance has features.
 
@@ -88,6 +132,8 @@ class ImitationDataset(torch.utils.data.Dataset):
         usable = self.encoded_scp if self.encoded else self.features
         num_frames = self.features.num_frames
         self.offsets, self.lengths = array("q"), array("l")
+        # For the batch sampler: each example's utterance (numbered) and LLM tokens besides the speech.
+        self.utt_index, text_tokens, utt_numbers = array("l"), TextTokens(tokenizer, config.response), {}
         counts = {"no features": 0, "too long": 0}
         wanted = set(tasks)
         with open(self.targets, "rb") as f:
@@ -106,7 +152,10 @@ class ImitationDataset(torch.utils.data.Dataset):
                     else:
                         self.offsets.append(offset)
                         self.lengths.append(num_frames[utt])
+                        self.utt_index.append(utt_numbers.setdefault(utt, len(utt_numbers)))
+                        text_tokens.add(record, f"{self.targets}:{lineno}")
                 offset += len(line)
+        self.text_tokens = text_tokens.finish()
         if not self.offsets:
             raise MtbiError(f"{self.targets}: no target of the tasks {sorted(wanted)} has features in "
                             f"{self.feats_dir}; check data.tasks and stages 2 and 5")
@@ -141,7 +190,7 @@ class ImitationDataset(torch.utils.data.Dataset):
         else:
             times = None
         segments = build_segments(tokens, replaced, times)
-        answer = transcript if self.config.response == "transcript" else record["response"]
+        answer = answer_text(record, transcript, self.config.response)
         response = self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
         utt = record["utt"]
         feats = load_features(utt, self.encoded_scp[utt]) if self.encoded else self.features.load(utt)

@@ -1,9 +1,10 @@
 """Stage 6: behavior-imitation training of the SpeechLLM, on one process or under torchrun (DDP).
 
 Step-based: each optimizer step takes ``accum_grad`` global micro-batches of ``batch_size``
-examples (split over the ranks). Losses are sums over the response tokens divided by the
-token count of the whole step on all ranks, so N ranks compute exactly the gradient of one
-process on the same global batch. Every ``save_interval`` steps a checkpoint is written
+examples, or of up to ``batch_tokens`` padded LLM positions (:mod:`mtbi.train.sampler`), split
+over the ranks. Losses are sums over the response tokens divided by the token count of the whole
+step on all ranks, so N ranks compute exactly the gradient of one process on the same global
+batch, however many examples each rank has. Every ``save_interval`` steps a checkpoint is written
 (trainable weights as safetensors; optimizer and scheduler state, and per rank the RNG state and
 the sums of the loss-log window under way, loaded back with ``torch.load(weights_only=True)``); a
 re-run resumes from the last one and continues the same loss curve, since the data order and the
@@ -23,9 +24,11 @@ import logging
 import os
 import shutil
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -38,7 +41,7 @@ from mtbi.train import sllm_dir
 from mtbi.train.config import PRECISIONS, TrainConfig
 from mtbi.train.dataset import ImitationDataset, collate
 from mtbi.train.preemption import StopSignals, TrainingStopped
-from mtbi.train.sampler import BucketBatchSampler, padding_fraction
+from mtbi.train.sampler import BucketBatchSampler, TokenBatchSampler, budget_batches, padding_fraction, utterances_per_batch
 from mtbi.train.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
@@ -106,6 +109,8 @@ class Trainer:
         self.stage_step = stage_step
         self.model, self.config, self.out_dir = model.to(device), config, Path(out_dir)
         self.train_set, self.valid_set, self.device, self.ddp = train_set, valid_set, device, ddp
+        self.train_lengths = llm_lengths(model, train_set)
+        self.valid_lengths = llm_lengths(model, valid_set) if valid_set is not None else None
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise MtbiError("the model has no trainable weights")
@@ -193,25 +198,42 @@ class Trainer:
         logger.info("resumed from %s (step %d)", path, self.step)
 
     # -- training ----------------------------------------------------------------------------
-    def _loader(self, start_batch: int) -> torch.utils.data.DataLoader:
-        sampler = BucketBatchSampler(self.train_set.lengths, self.config.optim.batch_size, self.config.seed,
-                                     self.ddp.world_size, self.ddp.rank, bucketing=self.config.bucketing,
-                                     start=start_batch)
+    def batch_sampler(self, start: int = 0, bucketing: bool | None = None) -> BucketBatchSampler | TokenBatchSampler:
+        """The global batches from number ``start`` on: ``optim.batch_size`` examples bucketed by
+        speech frames, or up to ``optim.batch_tokens`` padded positions bucketed by LLM length
+        (``bucketing``: None for the config's)."""
+        optim, ddp = self.config.optim, self.ddp
+        bucketing = self.config.bucketing if bucketing is None else bucketing
+        if optim.batch_tokens:
+            return TokenBatchSampler(self.train_lengths, optim.batch_tokens, self.train_set.utt_index, self.config.seed,
+                                     ddp.world_size, ddp.rank, bucketing=bucketing, start=start)
+        return BucketBatchSampler(self.train_set.lengths, optim.batch_size, self.config.seed, ddp.world_size,
+                                  ddp.rank, bucketing=bucketing, start=start)
+
+    def _loader(self, sampler: BucketBatchSampler | TokenBatchSampler) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
             self.train_set, batch_sampler=sampler, num_workers=self.config.num_workers,
             collate_fn=functools.partial(collate, with_text_prompts=self.config.kl_weight > 0))
 
-    def report_padding(self) -> dict[str, float]:
-        """Padding fraction of one epoch's batches with and without length bucketing."""
-        fractions = {}
-        for bucketing in (True, False):
-            sampler = BucketBatchSampler(self.train_set.lengths, self.config.optim.batch_size,
-                                         self.config.seed, bucketing=bucketing)
-            fractions["bucketed" if bucketing else "random"] = padding_fraction(
-                self.train_set.lengths, sampler.global_batches(0))
-        logger.info("padding fraction of the speech frames: %.1f%% bucketed, %.1f%% without bucketing",
-                    100 * fractions["bucketed"], 100 * fractions["random"])
-        return fractions
+    def report_padding(self, sampler: BucketBatchSampler | TokenBatchSampler) -> dict[str, float]:
+        """Padding fractions of one epoch's batches with and without length bucketing, of the speech
+        frames (``bucketed``, ``random``) and of the LLM positions (``llm_bucketed``, ``llm_random``),
+        and the mean number of distinct utterances in a batch of ``sampler`` (``utts_per_batch``)."""
+        bucketing = sampler.bucketing
+        batches = {bucketing: sampler.global_batches(0),
+                   not bucketing: self.batch_sampler(bucketing=not bucketing).global_batches(0)}
+        report = {"bucketed": padding_fraction(self.train_set.lengths, batches[True]),
+                  "random": padding_fraction(self.train_set.lengths, batches[False]),
+                  "llm_bucketed": padding_fraction(self.train_lengths, batches[True]),
+                  "llm_random": padding_fraction(self.train_lengths, batches[False]),
+                  "utts_per_batch": utterances_per_batch(self.train_set.utt_index, batches[bucketing])}
+        used = batches[bucketing]
+        logger.info("padding fraction of the speech frames: %.1f%% bucketed, %.1f%% without bucketing; of the LLM "
+                    "positions: %.1f%% bucketed, %.1f%% without; %d batches an epoch of %.1f examples and %.1f "
+                    "utterances on average", 100 * report["bucketed"], 100 * report["random"],
+                    100 * report["llm_bucketed"], 100 * report["llm_random"], len(used),
+                    sum(map(len, used)) / len(used), report["utts_per_batch"])
+        return report
 
     def train(self) -> None:
         """Train to ``optim.max_steps``, resuming from the last checkpoint; on SIGTERM or SIGUSR1 stop
@@ -222,7 +244,8 @@ class Trainer:
     def _train(self, signals: StopSignals) -> None:
         config, optim = self.config, self.config.optim
         self.resume()
-        padding = self.report_padding()
+        self.sampler = self.batch_sampler(self.step * optim.accum_grad)
+        padding = self.report_padding(self.sampler)
         if self.step >= optim.max_steps:
             logger.info("training already reached step %d", self.step)
             self.finish()
@@ -233,7 +256,9 @@ class Trainer:
 
             writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step + 1)
             writer.add_scalar("data/padding_fraction", padding["bucketed"], self.step)
-        batches = iter(self._loader(self.step * optim.accum_grad))
+            writer.add_scalar("data/llm_padding_fraction", padding["llm_bucketed"], self.step)
+            writer.add_scalar("data/utts_per_batch", padding["utts_per_batch"], self.step)
+        batches = iter(self._loader(self.sampler))
         progress = tqdm(total=optim.max_steps, initial=self.step, desc="training", unit="step",
                         disable=not self.ddp.is_main, mininterval=5.0)
         self.model.train()
@@ -304,12 +329,22 @@ class Trainer:
             record["kl"] = round(sums[1].item() / window.tokens, 5)
         if not self.ddp.is_main:
             return
+        record.update(self._batch_stats())
         progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
         logger.info("step %d: %s", self.step, ", ".join(f"{k} {v}" for k, v in record.items() if k != "step"))
-        for key in ("loss", "kl", "lr", "tokens_per_s", "frames_per_s"):
+        for key in ("loss", "kl", "lr", "tokens_per_s", "frames_per_s", "llm_padding", "utts_per_batch"):
             if key in record:
                 writer.add_scalar(f"train/{key}", record[key], self.step)
         _append_line(self.out_dir / "losses.jsonl", record)
+
+    def _batch_stats(self) -> dict[str, float]:
+        """The padding fraction of the LLM positions and the mean number of distinct utterances of
+        the global batches since the last loss line (from the data order: the same after a resume)."""
+        accum, interval = self.config.optim.accum_grad, self.config.log_interval
+        first = (self.step - 1) // interval * interval
+        batches = [self.sampler.global_batch(n) for n in range(first * accum, self.step * accum)]
+        return {"llm_padding": round(padding_fraction(self.train_lengths, batches), 4),
+                "utts_per_batch": round(utterances_per_batch(self.train_set.utt_index, batches), 2)}
 
     @torch.no_grad()
     def _validate(self, writer) -> None:
@@ -319,9 +354,8 @@ class Trainer:
         count = min(len(self.valid_set), self.config.valid_examples)
         mine = list(range(self.ddp.rank, count, self.ddp.world_size))
         total = torch.zeros(2)
-        size = max(1, self.config.optim.batch_size // self.ddp.world_size)
-        for start in range(0, len(mine), size):
-            batch = collate([self.valid_set[(i, 0)] for i in mine[start:start + size]]).to(self.device)
+        for indices in self._valid_batches(mine):
+            batch = collate([self.valid_set[(i, 0)] for i in indices]).to(self.device)
             with self.autocast():
                 out = self.model(batch, 1.0)
             total += torch.tensor([out["ce_sum"].item(), float(batch.num_target_tokens)])
@@ -332,6 +366,15 @@ class Trainer:
             logger.info("step %d: validation loss %.4f on %d examples", self.step, loss, count)
             writer.add_scalar("valid/loss", loss, self.step)
             _append_line(self.out_dir / "losses.jsonl", {"step": self.step, "valid_loss": round(loss, 5)})
+
+    def _valid_batches(self, mine: list[int]) -> list[list[int]]:
+        """This rank's validation examples ``mine`` in batches of its share of ``optim.batch_size``
+        examples or of ``optim.batch_tokens`` padded positions."""
+        optim, ranks = self.config.optim, self.ddp.world_size
+        if optim.batch_tokens:
+            return budget_batches(self.valid_lengths, mine, max(1, optim.batch_tokens // ranks))
+        size = max(1, optim.batch_size // ranks)
+        return [mine[start:start + size] for start in range(0, len(mine), size)]
 
     def finish(self) -> None:
         """Write the final weights, the loss curve and mark ``self.stage_step`` done (rank 0)."""
@@ -346,6 +389,18 @@ class Trainer:
             self.stage_step.mark_done()
         logger.info("training done: %s (step %d), loss curve %s", weights,
                     self.step, self.out_dir / "loss_curve.png")
+
+
+def llm_lengths(model: SpeechLLM, dataset: ImitationDataset) -> array:
+    """Per example of ``dataset``, the length of its LLM input and response with speech input:
+    the connector's frames of its features plus its text tokens. An interleaved input is mostly
+    shorter: its text words take fewer positions than their speech."""
+    frames = torch.from_numpy(np.asarray(dataset.lengths, dtype=np.int64))
+    speech = model.connector.output_lengths(model.encoder.output_lengths(frames))
+    total = speech + torch.from_numpy(np.asarray(dataset.text_tokens, dtype=np.int64))
+    lengths = array("q")
+    lengths.frombytes(total.numpy().astype(np.int64).tobytes())
+    return lengths
 
 
 def _rng_state() -> dict:
