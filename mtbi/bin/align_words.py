@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", required=True, help="data dir of stage 1, e.g. data/dev_clean")
-    parser.add_argument("--feats_dir", help="its feature dir of stage 2 (e.g. dump/logmel80/dev_clean): "
+    parser.add_argument("--feats_dir", help="its stage-2 dir (e.g. dump/raw/dev_clean): "
                                             "audio lengths, and the input of --method ctc")
     parser.add_argument("--method", choices=("auto", "ctm", "textgrid", "ctc"), default="auto")
     parser.add_argument("--print_method", action="store_true",

@@ -2,7 +2,7 @@
 (the teacher on the transcripts: the upper bound).
 
   python -m mtbi.bin.infer --bench exp/bench/test/bench.jsonl --input speech \\
-      --model_dir exp/sllm_mtbi --feats_dir dump/logmel80/test --teacher_conf conf/teacher_tiny.yaml \\
+      --model_dir exp/sllm_mtbi --feats_dir dump/raw/test --teacher_conf conf/teacher_tiny.yaml \\
       --out_dir exp/sllm_mtbi/bench_test
   python -m mtbi.bin.infer --bench exp/bench/test/bench.jsonl --input text \\
       --teacher_conf conf/teacher_tiny.yaml --teacher_dir exp/teacher --out_dir exp/teacher_text/bench_test
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teacher_dir", default="exp/teacher", help="where stage 4 put the teacher")
     parser.add_argument("--model_dir", default=None, help="speech input: the SLLM dir of stage 6")
     parser.add_argument("--checkpoint", default=None, help="speech input: checkpoints/<name> instead of the final weights")
-    parser.add_argument("--feats_dir", default=None, help="speech input: dump/logmel80/<test set>")
+    parser.add_argument("--feats_dir", default=None, help="speech input: dump/raw/<test set> or dump/logmel80/<test set> (stage 2)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch_size", type=int, default=0, help="0: the teacher config's generation batch size")
     parser.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: default)")

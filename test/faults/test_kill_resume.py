@@ -34,7 +34,7 @@ POLL_SECONDS = 0.02
 OUTPUTS = {
     1: ["downloads/**/*.flac", "downloads/**/*.trans.txt", "data/*/wav.scp", "data/*/text", "data/*/utt2spk",
         "data/*/spk2utt", "data/*/ctm"],
-    2: ["dump/logmel80/*/feats.scp", "dump/logmel80/*/utt2num_frames", "dump/logmel80/*/shards/feats.*.ark"],
+    2: ["dump/raw/*/utt2num_samples", "dump/raw/*/utt2num_frames", "dump/raw/*/wav.scp", "dump/raw/*/feats.yaml"],
     3: ["data/*/word_align"],
     4: ["exp/teacher/model.safetensors", "exp/teacher/tokenizer.json", "exp/encoder/model.safetensors",
         "exp/encoder/ctc_vocabulary.txt"],

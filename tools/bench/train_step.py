@@ -64,11 +64,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    os.chdir(args.recipe)  # feats.scp holds paths relative to the recipe dir, as in ESPnet
+    os.chdir(args.recipe)  # wav.scp and feats.scp hold paths relative to the recipe dir, as in ESPnet
     recipe, device = Path("."), torch.device(args.device)
-    feats = recipe / "dump" / "logmel80" / args.train_set
+    feats = next((d for d in (recipe / "dump" / "raw" / args.train_set, recipe / "dump" / "logmel80" / args.train_set)
+                  if d.is_dir()), recipe / "dump" / "raw" / args.train_set)
     targets = recipe / "exp" / "targets" / args.train_set / "targets.jsonl"
-    for needed in (feats / "feats.scp", targets, marker(recipe / "exp" / "encoder"), marker(recipe / "exp" / "teacher")):
+    for needed in (feats / "utt2num_frames", targets, marker(recipe / "exp" / "encoder"), marker(recipe / "exp" / "teacher")):
         if not needed.exists():
             parser.error(f"{needed} is missing; run stages 1-5 of {recipe} first")
     config = load_config(recipe / args.config, TrainConfig)
