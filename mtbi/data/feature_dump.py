@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import kaldiio
 import numpy as np
@@ -70,11 +70,6 @@ def pad_features(mats: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor
     tensors = [torch.tensor(m, dtype=torch.float32) for m in mats]
     lens = torch.tensor([t.shape[0] for t in tensors])
     return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True), lens
-
-
-def load_feature_batch(feats_scp: Mapping[str, str], utts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The checked features of ``utts`` (entries of ``feats_scp``) as a padded batch and lengths."""
-    return pad_features([load_features(utt, feats_scp[utt]) for utt in utts])
 
 
 def _shard_files(out_dir: Path, shard: int) -> dict[str, Path]:
