@@ -133,6 +133,8 @@ def test_driver_options(tmp_path: Path) -> None:
     assert later.returncode == 1 and "exp/teacher/.done is missing; it is made by stage 4" in later.stderr
     cache = run(recipe, "--encoder_cache", "maybe")
     assert cache.returncode == 1 and 'expected "true" or "false": --encoder_cache maybe' in cache.stderr
+    feats = run(recipe, "--feats_type", "fbank")
+    assert feats.returncode == 1 and "--feats_type must be raw or logmel, got 'fbank'" in feats.stderr
     typo = run(recipe, "--stage", "abc")
     assert typo.returncode == 1 and "--stage must be a whole number" in typo.stderr
     zero = run(recipe, "--nj", "0")

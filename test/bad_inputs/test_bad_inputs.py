@@ -24,9 +24,10 @@ import soundfile as sf
 import yaml
 from conftest import CV_HEADER, tone, write_cv_tsv
 from sllm_fixtures import make_imitation_data, make_model_dirs
+from test_recipes import to_recordings_and_segments
 
 from mtbi.cli import run_main
-from mtbi.data.datadir import read_table
+from mtbi.data.datadir import read_table, write_table
 
 
 def run_stage(module: str, *argv: str | Path) -> tuple[int, str]:
@@ -249,6 +250,42 @@ def test_stage2_disk_full_is_one_line_and_a_rerun_completes(data_dir: Path, tmp_
 
 def test_stage2_shard_outside_the_range_is_one_line(data_dir: Path, tmp_path: Path) -> None:
     assert_one_line_error(_extract(data_dir, tmp_path / "feats", 3, 2), r"shard 3 is outside 1\.\.2")
+
+
+@pytest.mark.parametrize("feats_type", ["raw", "logmel"])
+def test_stage2_failing_pipe_and_overlong_segment_are_counted_skips(data_dir: Path, tmp_path: Path,
+                                                                   feats_type: str) -> None:
+    to_recordings_and_segments(data_dir, tmp_path / "recordings")  # 2 recordings, the second a pipe
+    wav_scp = read_table(data_dir / "wav.scp")
+    piped = next(rec for rec, entry in wav_scp.items() if entry.endswith("|"))
+    wav_scp[piped] = f"{sys.executable} -c 'import sys; sys.exit(2)' |"
+    write_table(data_dir / "wav.scp", wav_scp)
+    segments = read_table(data_dir / "segments")
+    first = sorted(u for u, seg in segments.items() if seg.split()[0] != piped)[0]
+    rec, start, end = segments[first].split()
+    segments[first] = f"{rec} {start} {float(end) + 60:.3f}"  # a minute past its recording
+    write_table(data_dir / "segments", segments)
+    out = tmp_path / "feats"
+    status, stderr = run_stage("extract_feats", "--data_dir", data_dir, "--out_dir", out, "--feats_type", feats_type)
+    assert status == 0 and "Traceback" not in stderr, stderr
+    status, stderr = run_stage("merge_feats", "--data_dir", data_dir, "--out_dir", out, "--num_shards", "1")
+    assert status == 0, stderr
+    reasons = skip_reasons(out)
+    assert reasons[first] == "segment past the end of its recording"
+    assert {reasons[u] for u, seg in segments.items() if seg.split()[0] == piped} == \
+        {"command failed with exit status 2"}
+    assert "skipped (command failed with exit status 2, segment past the end of its recording)" in stderr
+    assert sorted(read_table(out / "utt2num_frames")) == sorted(set(segments) - set(reasons))
+
+
+def test_stage2_decoder_not_installed_is_one_line(data_dir: Path, tmp_path: Path) -> None:
+    wav_scp = read_table(data_dir / "wav.scp")
+    utt = sorted(wav_scp)[0]
+    wav_scp[utt] = f"no-such-flac-decoder -d {wav_scp[utt]} |"
+    write_table(data_dir / "wav.scp", wav_scp)
+    assert_one_line_error(run_stage("extract_feats", "--data_dir", data_dir, "--out_dir", tmp_path / "feats",
+                                    "--feats_type", "raw"),
+                          r"wav\.scp command 'no-such-flac-decoder -d .*': command not found \(exit 127\); install it")
 
 
 # -- stage 3: word alignment -------------------------------------------------------------------
