@@ -19,6 +19,7 @@ setup(
         "soxr>=0.3",
         "kaldiio>=2.18",
         "lhotse>=1.20",  # lhotse manifests imported through lhotse's own Kaldi export
+        "urllib3",  # lhotse imports it (lhotse.ais) without declaring it
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "sentencepiece>=0.2",
