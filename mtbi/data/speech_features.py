@@ -60,12 +60,6 @@ class SpeechFeatures:
     def __contains__(self, utt: str) -> bool:
         return utt in self._utt_set
 
-    @property
-    def inputs(self) -> list[Path]:
-        """The files whose change changes the features (for stage bookkeeping)."""
-        names = ("feats.scp",) if self.feats_type == "logmel" else ("wav.scp", "segments", FEATS_INFO)
-        return [self.dir / n for n in names if (self.dir / n).is_file()]
-
     def load(self, utt: str) -> np.ndarray:
         """The float32 features ``(T, n_mels)`` of ``utt``; unusable audio or arks are a one-line error."""
         if self.feats_type == "logmel":
