@@ -262,8 +262,8 @@ def stamp_file(path: PathLike) -> Path:
     return path.with_name(f".{path.name}.stamp")
 
 
-def answer_resumably(path: Path, stamp: dict, items: Sequence[Any], answer: Callable[[list], list[str]],
-                     record: Callable[[Any, str], dict], key: Callable[[dict], Hashable], chunk_size: int,
+def answer_resumably(path: Path, stamp: dict, items: Sequence[Any], answer: Callable[[list], list[Any]],
+                     record: Callable[[Any, Any], dict], key: Callable[[dict], Hashable], chunk_size: int,
                      desc: str) -> None:
     """Append ``record(item, answer)`` lines for ``items`` (each with a ``key`` attribute equal
     to its line's ``key(record)``) to ``path``, ``chunk_size`` answers at a time, flushed and

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from sllm_fixtures import TASKS, make_imitation_data, make_model_dirs
 
 from mtbi.errors import MtbiError
 from mtbi.models.connectors import ConnectorConfig
-from mtbi.models.interleave import InterleaveConfig, TextSegment
-from mtbi.models.speech_llm import LoraSettings, SpeechLLMConfig, build_speech_llm
+from mtbi.models.interleave import InterleaveConfig, SpeechSegment, TextSegment
+from mtbi.models.speech_llm import IGNORE, LoraSettings, SpeechLLMConfig, build_speech_llm, shared_prefix_length
 from mtbi.train.dataset import DataConfig, ImitationDataset, collate
 
 
@@ -161,3 +163,51 @@ def test_held_out_and_missing_inputs_are_clear_errors(dirs: dict, tmp_path: Path
     with pytest.raises(MtbiError, match="interleaving needs word alignments"):
         ImitationDataset(dirs["feats"], dirs["targets"], tokenizer, ["transcription"],
                          DataConfig(interleave=InterleaveConfig(prob=0.5)), tmp_path / "word_align")
+
+
+def test_shared_prefix_length_leaves_every_example_a_position_before_its_response() -> None:
+    speech = SpeechSegment(None, None)
+    assert shared_prefix_length([[TextSegment([1, 2, 3]), speech], [TextSegment([1, 2, 4]), speech]]) == 2
+    assert shared_prefix_length([[TextSegment([1, 2])], [TextSegment([1, 2])]]) == 1
+    assert shared_prefix_length([[TextSegment([1, 2, 3]), speech], [speech, TextSegment([1])]]) == 0
+    assert shared_prefix_length([[TextSegment([5, 2, 3]), speech], [TextSegment([1, 2, 3]), speech]]) == 0
+
+
+def test_cached_prefix_and_loss_position_head_equal_one_full_pass(dirs: dict) -> None:
+    """forward (shared prompt prefix once without gradient, LM head only where a response token
+    is predicted) gives the loss and connector gradients of a full-vocabulary pass over whole rows."""
+    torch.manual_seed(0)
+    model, tokenizer = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
+    model.train()
+    _, batch = batch_for(dirs, tokenizer, interleave=1.0)
+    system = tokenizer("the happy dog found", add_special_tokens=False)["input_ids"]  # as a system prompt
+    batch.segments = [[TextSegment(system), *segments] for segments in batch.segments]
+    assert model.caches_prefix and shared_prefix_length(batch.segments) >= len(system)
+    params = [p for p in model.parameters() if p.requires_grad]
+    embeds, mask, labels = model.embed(batch)
+    logits = model.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+    targets = labels[:, 1:]
+    full = nn.functional.cross_entropy(logits[:, :-1][targets != IGNORE], targets[targets != IGNORE], reduction="sum")
+    full_grads = torch.autograd.grad(full, params)
+    loss = model(batch, 1.0)["loss"]
+    grads = torch.autograd.grad(loss, params)
+    assert loss.item() == pytest.approx(full.item(), rel=1e-5)
+    for g, f in zip(grads, full_grads):
+        torch.testing.assert_close(g, f, rtol=1e-4, atol=1e-6)
+
+
+def test_teacher_answers_cut_at_max_new_tokens_are_learned_without_eos(dirs: dict, tmp_path: Path) -> None:
+    records = [json.loads(line) for line in dirs["targets"].read_text().splitlines()]
+    for n, record in enumerate(records):
+        record["truncated"] = n % 2 == 1
+    targets = tmp_path / "targets.jsonl"
+    targets.write_text("".join(json.dumps(r) + "\n" for r in records))
+    _, tokenizer = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
+    for response, ends in (("teacher", lambda n: n % 2 == 0), ("transcript", lambda n: True)):
+        dataset = ImitationDataset(dirs["feats"], targets, tokenizer, list(TASKS), DataConfig(response=response))
+        assert len(dataset) == len(records)
+        for n in range(len(dataset)):
+            example = dataset[(n, 0)]
+            answer = records[n]["response"] if response == "teacher" else records[n]["transcript"]
+            ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+            assert example.response == ids + [tokenizer.eos_token_id] * ends(n)

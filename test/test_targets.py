@@ -14,6 +14,7 @@ import pytest
 from teacher_fixtures import SENTENCES, make_random_teacher
 
 from mtbi.data.datadir import Utterance, write_data_dir
+from mtbi.errors import MtbiError
 from mtbi.tasks.bank import load_task_bank
 from mtbi.tasks.targets import plan_requests, shard_requests
 
@@ -39,6 +40,22 @@ def test_plan_is_deterministic_and_independent_of_sharding() -> None:
     assert alone == [r for r in plan if r.utt == "spk1-004"]
     unseen = plan_requests(texts, bank, bank.heldout_tasks, "unseen", prompts_per_task=2)
     assert len(unseen) == 12 * len(bank.heldout_tasks) * 2
+
+
+def test_every_utt_tasks_are_asked_about_every_utterance_besides_the_drawn_ones() -> None:
+    bank = load_task_bank()
+    texts = {f"spk{n % 3}-{n:03d}": f"the dog number {n}" for n in range(30)}
+    always = ("transcription", "continuation")
+    plan = plan_requests(texts, bank, bank.train_tasks, tasks_per_utt=2, seed=1, every_utt=always)
+    for utt in texts:
+        tasks = [r.task for r in plan if r.utt == utt]
+        assert len(tasks) == 4 and set(always) <= set(tasks)
+    drawn = {r.task for r in plan if r.task not in always}
+    assert len(drawn) == len(bank.train_tasks) - 2  # the others are drawn, each somewhere
+    assert plan_requests(texts, bank, bank.train_tasks, tasks_per_utt=2, seed=1) == \
+        plan_requests(texts, bank, bank.train_tasks, tasks_per_utt=2, seed=1, every_utt=())
+    with pytest.raises(MtbiError, match="\\['keywords'\\] are not among the tasks"):
+        plan_requests(texts, bank, bank.train_tasks, every_utt=("keywords",))
 
 
 def test_max_utts_plans_a_seeded_subset_of_utterances() -> None:
@@ -81,7 +98,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     records = [json.loads(line) for line in expected.splitlines()]
     assert len(records) == 10 * 13
     assert records[0]["teacher"] == "random-teacher" and records[0]["gen"]["max_new_tokens"] == 8
-    assert set(records[0]) == {"utt", "task", "prompt_id", "prompt", "transcript", "response", "teacher", "gen"}
+    assert set(records[0]) == {"utt", "task", "prompt_id", "prompt", "transcript", "response", "truncated", "teacher", "gen"}
 
     out = tmp_path / "killed"
     shard = out / "shards" / "targets.1.jsonl"

@@ -109,9 +109,11 @@ def test_smollm2_gguf_converts_and_answers(tmp_path: Path) -> None:
                render_prompt(generator.tokenizer, "Repeat the following text exactly: {transcript}",
                              "the happy dog found two red apples in the park")]
     assert "<|im_start|>assistant" in prompts[0]
-    answers = generator.generate(prompts)
-    assert "Paris" in answers[0]
-    assert "happy dog found two red apples" in answers[1].lower()
+    answers = generator.complete(prompts)
+    assert "Paris" in answers[0].text and not answers[0].truncated
+    assert "happy dog found two red apples" in answers[1].text.lower() and not answers[1].truncated
+    cut = HFGenerator(tmp_path / "smollm2", GenerationParams(max_new_tokens=3, batch_size=2)).complete(prompts)
+    assert all(c.truncated and a.text.startswith(c.text) for c, a in zip(cut, answers))
 
 
 def test_stage5_refuses_a_teacher_prepared_with_another_config(tmp_path: Path) -> None:

@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task_conf", default=None)
     parser.add_argument("--tasks", default="train", help="train, heldout, all or a comma-separated list")
     parser.add_argument("--prompts", default="seen", choices=("seen", "unseen", "all"))
-    parser.add_argument("--tasks_per_utt", type=int, default=0, help="tasks drawn per utterance (0: all)")
+    parser.add_argument("--tasks_per_utt", type=int, default=0,
+                        help="tasks drawn per utterance besides --every_utt_tasks (0: all)")
+    parser.add_argument("--every_utt_tasks", default="",
+                        help="comma-separated tasks asked about every utterance, e.g. transcription,continuation "
+                             "(the single tasks of the asr_sft and blsp baselines, so that they see every utterance)")
     parser.add_argument("--prompts_per_task", type=int, default=1)
     parser.add_argument("--max_utts", type=int, default=0,
                         help="utterances drawn from the set (0: all), e.g. to fit a slow teacher's time")
@@ -59,8 +63,9 @@ def main(args: argparse.Namespace) -> None:
     config = CONFIG.load(args)
     bank = load_task_bank(args.task_conf)
     texts = read_table(Path(args.data_dir) / "text", allow_empty_value=True)
+    every_utt = tuple(t for t in args.every_utt_tasks.split(",") if t)
     requests = plan_requests(texts, bank, bank.select_tasks(args.tasks), args.prompts, args.tasks_per_utt,
-                             args.prompts_per_task, args.seed, args.max_utts)
+                             args.prompts_per_task, args.seed, args.max_utts, every_utt)
     params = replace(config.generation, batch_size=args.batch_size or config.generation.batch_size)
     mine = shard_requests(requests, args.shard, args.num_shards)
     model_dir = check_model_dir(teacher_dir(config, args.teacher_dir))

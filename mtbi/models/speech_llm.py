@@ -10,6 +10,7 @@ reads the transcript as text (behavior imitation at the logit level, as BLSP-Emo
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,15 +179,43 @@ class SpeechLLM(nn.Module):
             label_rows.append(torch.cat([torch.full((prompt_len,), IGNORE, device=device), response_ids]))
         return _pad(rows, label_rows, pad_left)
 
+    @property
+    def caches_prefix(self) -> bool:
+        """Whether training runs the prompt tokens that every example of a batch starts with once,
+        without gradient, as cached keys and values: they depend on no trainable weight unless
+        LoRA adapts the LLM, and transformers drops caches under gradient checkpointing."""
+        return self.config.lora.rank == 0 and not self.config.gradient_checkpointing
+
+    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor, prefix: int = 0) -> torch.Tensor:
+        """The LLM's last hidden states (after its final norm) at positions ``prefix`` to the end;
+        the first ``prefix`` positions, the same in every row, run once without gradient."""
+        decoder = self.llm.get_decoder()
+        if prefix == 0:
+            return decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        with torch.no_grad():
+            cache = decoder(inputs_embeds=embeds[:1, :prefix].detach(), use_cache=True).cache
+        cache.batch_repeat_interleave(embeds.shape[0])
+        return decoder(inputs_embeds=embeds[:, prefix:], attention_mask=mask, cache=cache,
+                       use_cache=True).last_hidden_state
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LLM's float32 next-token logits for ``hidden`` (``(N, H)`` states of :meth:`hidden_states`)."""
+        logits = self.llm.get_output_embeddings()(hidden).float()
+        cap = getattr(self.llm.config, "final_logit_softcapping", None)  # Gemma 2 caps its logits
+        return torch.tanh(logits / cap) * cap if cap else logits
+
     def forward(self, batch: SpeechBatch, token_scale: float, kl_weight: float = 0.0,
                 ce_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """Summed token losses times ``token_scale`` (e.g. 1 / tokens of the global batch):
-        ``loss`` (weighted CE + KL), and ``ce_sum`` / ``kl_sum`` (unscaled, detached)."""
+        ``loss`` (weighted CE + KL), and ``ce_sum`` / ``kl_sum`` (unscaled, detached). The LM head
+        runs only where a response token is predicted."""
         embeds, mask, labels = self.embed(batch)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
-        targets = labels[:, 1:]
-        student = logits[:, :-1][targets != IGNORE].float()
-        ce = nn.functional.cross_entropy(student, targets[targets != IGNORE], reduction="sum")
+        prefix = shared_prefix_length(batch.segments) if self.caches_prefix else 0
+        hidden = self.hidden_states(embeds, mask, prefix)
+        targets = labels[:, prefix + 1:]
+        predicting = targets != IGNORE
+        student = self.logits(hidden[:, :-1][predicting])
+        ce = nn.functional.cross_entropy(student, targets[predicting], reduction="sum")
         out = {"ce_sum": ce.detach()}
         loss = ce_weight * ce
         if kl_weight > 0:
@@ -214,8 +243,8 @@ class SpeechLLM(nn.Module):
         embeds, mask, labels = _pad(rows, label_rows, pad_left=False)
         adapters_off = self.llm.disable_adapter() if self.config.lora.rank > 0 else contextlib.nullcontext()
         with adapters_off:
-            logits = self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
-        return logits[:, :-1][labels[:, 1:] != IGNORE].float()
+            hidden = self.hidden_states(embeds, mask)
+        return self.logits(hidden[:, :-1][labels[:, 1:] != IGNORE])
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights that training changes (connector, LoRA, the encoder if trained)."""
@@ -235,6 +264,20 @@ class SpeechLLM(nn.Module):
                     raise MtbiError(f"{source}: {name} has shape {tuple(value.shape)}, the model "
                                     f"{tuple(params[name].shape)}; was it trained with another config?")
                 params[name].copy_(value)
+
+
+def shared_prefix_length(segments: list[list[Segment]]) -> int:
+    """How many leading prompt tokens every example of a batch has in common (text before the
+    first speech frame, e.g. the chat template's system prompt), leaving each at least one
+    position before its response."""
+    firsts = [list(itertools.chain.from_iterable(s.ids for s in itertools.takewhile(
+        lambda s: isinstance(s, TextSegment), segs))) for segs in segments]
+    shared = 0
+    for column in zip(*firsts):
+        if any(token != column[0] for token in column):
+            break
+        shared += 1
+    return max(0, min([shared] + [len(ids) - 1 for ids in firsts]))
 
 
 def _pad(rows: list[torch.Tensor], label_rows: list[torch.Tensor],

@@ -1,8 +1,9 @@
 """Greedy answer generation by the teacher LLM: batched with a KV cache, or through vLLM.
 
-``HFGenerator.generate`` sorts prompts by length, left-pads each batch and decodes greedily
+``HFGenerator.complete`` sorts prompts by length, left-pads each batch and decodes greedily
 with ``model.generate`` (KV cache on); its answers equal one-by-one generation
-(``generate_one``), which the tests check.
+(``generate_one``), which the tests check. Each answer says whether it was cut at
+``max_new_tokens`` (no end-of-sequence token), so that training does not teach to stop there.
 """
 
 from __future__ import annotations
@@ -31,11 +32,21 @@ class GenerationParams:
         return {"backend": backend, "do_sample": self.do_sample, "max_new_tokens": self.max_new_tokens}
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One answer, and whether it was cut at ``max_new_tokens`` instead of ending by itself."""
+
+    text: str
+    truncated: bool
+
+
 class Generator(Protocol):
     tokenizer: PreTrainedTokenizerBase
     model_id: str
     backend: str
     params: GenerationParams
+
+    def complete(self, prompts: list[str]) -> list[Completion]: ...
 
     def generate(self, prompts: list[str]) -> list[str]: ...
 
@@ -92,20 +103,22 @@ class HFGenerator:
         self.model_id = name or model_dir.resolve().name
 
     @torch.inference_mode()
-    def _generate_batch(self, prompts: list[str]) -> list[str]:
+    def _generate_batch(self, prompts: list[str]) -> list[Completion]:
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(self.device)
         output = self.model.generate(**batch, do_sample=False, max_new_tokens=self.params.max_new_tokens,
                                      pad_token_id=self.tokenizer.pad_token_id,
                                      eos_token_id=self.tokenizer.eos_token_id)
         new_tokens = output[:, batch["input_ids"].shape[1]:]
-        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        ended = (new_tokens == self.tokenizer.eos_token_id).any(dim=1).tolist()
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [Completion(text.strip(), not end) for text, end in zip(texts, ended)]
 
-    def generate(self, prompts: list[str]) -> list[str]:
+    def complete(self, prompts: list[str]) -> list[Completion]:
         """Answers to ``prompts`` in their order, generated in length-sorted batches."""
         lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
-        answers: list[str] = [""] * len(prompts)
+        answers: list[Completion] = [Completion("", False)] * len(prompts)
         size = self.params.batch_size
         for start in range(0, len(order), size):
             chunk = order[start:start + size]
@@ -113,9 +126,13 @@ class HFGenerator:
                 answers[i] = answer
         return answers
 
+    def generate(self, prompts: list[str]) -> list[str]:
+        """The texts of :meth:`complete`."""
+        return [c.text for c in self.complete(prompts)]
+
     def generate_one(self, prompt: str) -> str:
         """The answer to one prompt, without batching (the reference for tests and benchmarks)."""
-        return self._generate_batch([prompt])[0]
+        return self._generate_batch([prompt])[0].text
 
 
 class VLLMGenerator:
@@ -137,9 +154,12 @@ class VLLMGenerator:
         self.params = params
         self.model_id = name or model_dir.resolve().name
 
-    def generate(self, prompts: list[str]) -> list[str]:
+    def complete(self, prompts: list[str]) -> list[Completion]:
         outputs = self.llm.generate(prompts, self.sampling, use_tqdm=False)
-        return [o.outputs[0].text.strip() for o in outputs]
+        return [Completion(o.outputs[0].text.strip(), o.outputs[0].finish_reason == "length") for o in outputs]
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        return [c.text for c in self.complete(prompts)]
 
 
 def load_generator(model_dir: str | Path, backend: str = "hf", params: GenerationParams = GenerationParams(),

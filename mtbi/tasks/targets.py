@@ -7,7 +7,10 @@ drops a half-written last line, skips what is already answered and generates the
 line is lost or duplicated (:func:`mtbi.stage.answer_resumably`). The merge writes
 ``targets.jsonl`` sorted by (utt, task, prompt_id), one JSON object a line::
 
-    {"utt", "task", "prompt_id", "prompt", "transcript", "response", "teacher", "gen"}
+    {"utt", "task", "prompt_id", "prompt", "transcript", "response", "truncated", "teacher", "gen"}
+
+``truncated``: the answer was cut at ``gen.max_new_tokens``; training then learns it without
+the end-of-sequence token (the teacher had not finished).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from mtbi.data.datadir import draw_utts
 from mtbi.errors import MtbiError
 from mtbi.stage import Step, answer_resumably, atomic_write, merge_step, shard_slice, shard_step
 from mtbi.tasks.bank import TaskBank
-from mtbi.tasks.generation import Generator
+from mtbi.tasks.generation import Completion, Generator
 from mtbi.tasks.prompting import normalize_transcript, render_prompt
 
 logger = logging.getLogger(__name__)
@@ -54,15 +57,20 @@ class TargetRequest:
 
 def plan_requests(texts: dict[str, str], bank: TaskBank, tasks: list[str], prompt_set: str = "seen",
                   tasks_per_utt: int = 0, prompts_per_task: int = 1, seed: int = 0,
-                  max_utts: int = 0) -> list[TargetRequest]:
+                  max_utts: int = 0, every_utt: tuple[str, ...] = ()) -> list[TargetRequest]:
     """The requests for the utterances of ``texts`` (``max_utts`` of them drawn with ``seed``;
-    0: all): ``tasks_per_utt`` tasks drawn from ``tasks`` (0: all of them), each with
-    ``prompts_per_task`` prompts drawn from its ``prompt_set`` (seen, unseen or all). Draws are
-    seeded per utterance."""
+    0: all): the tasks of ``every_utt`` and ``tasks_per_utt`` tasks drawn from the other
+    ``tasks`` (0: all of them), each with ``prompts_per_task`` prompts drawn from its
+    ``prompt_set`` (seen, unseen or all). Draws are seeded per utterance."""
+    unknown = sorted(set(every_utt) - set(tasks))
+    if unknown:
+        raise MtbiError(f"tasks asked about every utterance {unknown} are not among the tasks {sorted(tasks)}")
+    others = [t for t in tasks if t not in every_utt]
     requests = []
     for utt in draw_utts(texts, max_utts, seed):
         rng = random.Random(f"{seed}:{utt}")
-        chosen = tasks if not 0 < tasks_per_utt < len(tasks) else rng.sample(tasks, tasks_per_utt)
+        drawn = others if not 0 < tasks_per_utt < len(others) else rng.sample(others, tasks_per_utt)
+        chosen = [t for t in tasks if t in every_utt] + drawn
         transcript = normalize_transcript(texts[utt])
         for task in chosen:
             ids = bank.prompt_ids(task, prompt_set)
@@ -117,12 +125,13 @@ def generate_targets(requests: list[TargetRequest], generator: Generator, out_di
     stamp = step.stamp
     path = _shard_file(out_dir, stamp["shard"])
 
-    def answer(chunk: list[TargetRequest]) -> list[str]:
-        return generator.generate([render_prompt(generator.tokenizer, r.prompt, r.transcript) for r in chunk])
+    def answer(chunk: list[TargetRequest]) -> list[Completion]:
+        return generator.complete([render_prompt(generator.tokenizer, r.prompt, r.transcript) for r in chunk])
 
-    def record(r: TargetRequest, response: str) -> dict:
+    def record(r: TargetRequest, response: Completion) -> dict:
         return {"utt": r.utt, "task": r.task, "prompt_id": r.prompt_id, "prompt": r.prompt,
-                "transcript": r.transcript, "response": response, "teacher": stamp["teacher"], "gen": stamp["gen"]}
+                "transcript": r.transcript, "response": response.text, "truncated": response.truncated,
+                "teacher": stamp["teacher"], "gen": stamp["gen"]}
 
     answer_resumably(path, stamp, requests, answer, record, record_key, chunk_size, f"targets shard {stamp['shard']}")
     step.mark_done()
@@ -156,8 +165,10 @@ def merge_targets(out_dir: str | Path, num_shards: int, samples_per_task: int = 
         if shown.get(r["task"], 0) < samples_per_task:
             shown[r["task"]] = shown.get(r["task"], 0) + 1
             logger.info("sample [%s] %s | %s -> %s", r["task"], r["prompt"], r["transcript"], r["response"])
-    logger.info("%s: %d targets from teacher %s", out_dir / "targets.jsonl", len(records),
-                records[0]["teacher"] if records else "-")
+    truncated = sum(bool(r.get("truncated")) for r in records)
+    logger.info("%s: %d targets from teacher %s, %d (%.1f%%) cut at max_new_tokens", out_dir / "targets.jsonl",
+                len(records), records[0]["teacher"] if records else "-", truncated,
+                100 * truncated / max(len(records), 1))
     return len(records)
 
 

@@ -66,9 +66,15 @@ def answer_text(record: dict, transcript: str, response: str) -> str:
     return transcript if response == "transcript" else record["response"]
 
 
+def ends_answer(record: dict, response: str) -> bool:
+    """Whether the learned answer ends with the end-of-sequence token: not for a teacher answer
+    cut at ``max_new_tokens`` (the teacher had not finished)."""
+    return response == "transcript" or not record.get("truncated", False)
+
+
 class TextTokens:
     """Per example, the LLM's input tokens besides the speech: the prompt's template tokens
-    (counted once per prompt) and the response's, with eos; responses are tokenized
+    (counted once per prompt) and the response's, with eos if it ends; responses are tokenized
     ``chunk`` examples at a time (the tokenizer's batch call)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, response: str, chunk: int = 4096) -> None:
@@ -77,17 +83,20 @@ class TextTokens:
         self._template: dict[str, int] = {}
         self._pending: list[int] = []
         self._answers: list[str] = []
+        self.truncated = 0  # answers that do not end (cut at max_new_tokens)
 
     def add(self, record: dict, where: str) -> None:
         """Count the targets line ``record`` (read at ``where``)."""
         try:
             transcript, prompt = normalize_transcript(record["transcript"]), record["prompt"]
             answer = answer_text(record, transcript, self.response)
+            ends = ends_answer(record, self.response)
         except (KeyError, TypeError, AttributeError):
             raise MtbiError(f"{where}: not a targets line; re-run stage 5") from None
         if prompt not in self._template:
             self._template[prompt] = tokenize_prompt(self.tokenizer, prompt, transcript).word_of.count(TEMPLATE)
-        self._pending.append(self._template[prompt])
+        self._pending.append(self._template[prompt] + ends)
+        self.truncated += not ends
         self._answers.append(answer)
         if len(self._answers) == self.chunk:
             self._flush()
@@ -100,7 +109,7 @@ class TextTokens:
     def _flush(self) -> None:
         if self._answers:
             ids = self.tokenizer(self._answers, add_special_tokens=False)["input_ids"]
-            self.counts.extend(template + len(r) + 1 for template, r in zip(self._pending, ids))
+            self.counts.extend(others + len(r) for others, r in zip(self._pending, ids))
             self._pending, self._answers = [], []
 
 
@@ -164,8 +173,9 @@ class ImitationDataset(torch.utils.data.Dataset):
         if interleaving and not self.word_align:
             raise MtbiError(f"interleaving needs word alignments; {word_align} is missing or empty "
                             "(made by stage 3)")
-        logger.info("%s: %d examples of %d tasks (%s left out)", self.targets, len(self.offsets), len(wanted),
-                    ", ".join(f"{v} {k}" for k, v in counts.items()))
+        logger.info("%s: %d examples of %d tasks (%s left out; %d answers cut at max_new_tokens, learned "
+                    "without end-of-sequence)", self.targets, len(self.offsets), len(wanted),
+                    ", ".join(f"{v} {k}" for k, v in counts.items()), text_tokens.truncated)
         self._targets_file = None
 
     def __len__(self) -> int:
@@ -191,7 +201,9 @@ class ImitationDataset(torch.utils.data.Dataset):
             times = None
         segments = build_segments(tokens, replaced, times)
         answer = answer_text(record, transcript, self.config.response)
-        response = self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        response = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if ends_answer(record, self.config.response):
+            response.append(self.tokenizer.eos_token_id)
         utt = record["utt"]
         feats = load_features(utt, self.encoded_scp[utt]) if self.encoded else self.features.load(utt)
         return Example(record["utt"], record["task"], feats, segments, response, tokens.ids, self.encoded)
