@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 from sllm_fixtures import TASKS, make_imitation_data, make_model_dirs
+from torch import nn
 
 from mtbi.errors import MtbiError
 from mtbi.models.connectors import ConnectorConfig
