@@ -15,6 +15,7 @@ from mtbi.models.connectors import ConnectorConfig
 from mtbi.models.interleave import InterleaveConfig, SpeechSegment, TextSegment
 from mtbi.models.speech_llm import IGNORE, LoraSettings, SpeechLLMConfig, build_speech_llm, shared_prefix_length
 from mtbi.train.dataset import DataConfig, ImitationDataset, collate
+from mtbi.train.trainer import llm_lengths
 
 
 @pytest.fixture(scope="module")
@@ -197,17 +198,26 @@ def test_cached_prefix_and_loss_position_head_equal_one_full_pass(dirs: dict) ->
 
 
 def test_teacher_answers_cut_at_max_new_tokens_are_learned_without_eos(dirs: dict, tmp_path: Path) -> None:
+    """Cut answers get no eos, in the examples and in the lengths the batch sampler plans with;
+    lines written before ``truncated`` was recorded count as cut when ``gen.max_new_tokens`` long."""
+    model, tokenizer = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
     records = [json.loads(line) for line in dirs["targets"].read_text().splitlines()]
+    lengths = [len(tokenizer(r["response"], add_special_tokens=False)["input_ids"]) for r in records]
     for n, record in enumerate(records):
-        record["truncated"] = n % 2 == 1
+        if n % 3 == 2:  # an old line: cut when as long as max_new_tokens
+            record["gen"] = {"max_new_tokens": lengths[n] if n % 2 else lengths[n] + 1}
+        else:
+            record["truncated"] = n % 2 == 1
     targets = tmp_path / "targets.jsonl"
     targets.write_text("".join(json.dumps(r) + "\n" for r in records))
-    _, tokenizer = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
     for response, ends in (("teacher", lambda n: n % 2 == 0), ("transcript", lambda n: True)):
         dataset = ImitationDataset(dirs["feats"], targets, tokenizer, list(TASKS), DataConfig(response=response))
         assert len(dataset) == len(records)
-        for n in range(len(dataset)):
-            example = dataset[(n, 0)]
+        examples = [dataset[(n, 0)] for n in range(len(dataset))]
+        for n, example in enumerate(examples):
             answer = records[n]["response"] if response == "teacher" else records[n]["transcript"]
             ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
             assert example.response == ids + [tokenizer.eos_token_id] * ends(n)
+        with torch.no_grad():
+            _, mask, _ = model.embed(collate(examples))
+        assert list(llm_lengths(model, dataset)) == mask.sum(1).tolist()

@@ -186,36 +186,35 @@ class SpeechLLM(nn.Module):
         LoRA adapts the LLM, and transformers drops caches under gradient checkpointing."""
         return self.config.lora.rank == 0 and not self.config.gradient_checkpointing
 
-    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor, prefix: int = 0) -> torch.Tensor:
-        """The LLM's last hidden states (after its final norm) at positions ``prefix`` to the end;
-        the first ``prefix`` positions, the same in every row, run once without gradient."""
-        decoder = self.llm.get_decoder()
-        if prefix == 0:
-            return decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
-        with torch.no_grad():
-            cache = decoder(inputs_embeds=embeds[:1, :prefix].detach(), use_cache=True).cache
-        cache.batch_repeat_interleave(embeds.shape[0])
-        return decoder(inputs_embeds=embeds[:, prefix:], attention_mask=mask, cache=cache,
-                       use_cache=True).last_hidden_state
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The LLM's float32 next-token logits for ``hidden`` (``(N, H)`` states of :meth:`hidden_states`)."""
-        logits = self.llm.get_output_embeddings()(hidden).float()
-        cap = getattr(self.llm.config, "final_logit_softcapping", None)  # Gemma 2 caps its logits
-        return torch.tanh(logits / cap) * cap if cap else logits
+    def response_logits(self, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                        prefix: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LLM's float32 logits ``(N, V)`` at the positions that predict a response token, and
+        those tokens ``(N,)``. The first ``prefix`` positions, the same in every row, run once
+        without gradient as cached keys and values. The LLM applies its own head (and any logit
+        scaling) through ``logits_to_keep``, only at the columns where some row predicts."""
+        targets = labels[:, prefix + 1:]
+        predicting = targets != IGNORE
+        columns = predicting.any(0).nonzero().squeeze(1)
+        cache = None
+        if prefix:
+            with torch.no_grad():
+                cache = self.llm(inputs_embeds=embeds[:1, :prefix].detach(), use_cache=True, logits_to_keep=1).cache
+            cache.batch_repeat_interleave(embeds.shape[0])
+        logits = self.llm(inputs_embeds=embeds[:, prefix:], attention_mask=mask, cache=cache, use_cache=cache is not None,
+                          logits_to_keep=columns).logits
+        if logits.shape[1] != len(columns):  # an LLM that ignores logits_to_keep returns every position
+            logits = logits[:, columns]
+        keep = predicting[:, columns]
+        return logits[keep].float(), targets[:, columns][keep]
 
     def forward(self, batch: SpeechBatch, token_scale: float, kl_weight: float = 0.0,
                 ce_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """Summed token losses times ``token_scale`` (e.g. 1 / tokens of the global batch):
-        ``loss`` (weighted CE + KL), and ``ce_sum`` / ``kl_sum`` (unscaled, detached). The LM head
-        runs only where a response token is predicted."""
+        ``loss`` (weighted CE + KL), and ``ce_sum`` / ``kl_sum`` (unscaled, detached)."""
         embeds, mask, labels = self.embed(batch)
         prefix = shared_prefix_length(batch.segments) if self.caches_prefix else 0
-        hidden = self.hidden_states(embeds, mask, prefix)
-        targets = labels[:, prefix + 1:]
-        predicting = targets != IGNORE
-        student = self.logits(hidden[:, :-1][predicting])
-        ce = nn.functional.cross_entropy(student, targets[predicting], reduction="sum")
+        student, targets = self.response_logits(embeds, mask, labels, prefix)
+        ce = nn.functional.cross_entropy(student, targets, reduction="sum")
         out = {"ce_sum": ce.detach()}
         loss = ce_weight * ce
         if kl_weight > 0:
@@ -243,8 +242,7 @@ class SpeechLLM(nn.Module):
         embeds, mask, labels = _pad(rows, label_rows, pad_left=False)
         adapters_off = self.llm.disable_adapter() if self.config.lora.rank > 0 else contextlib.nullcontext()
         with adapters_off:
-            hidden = self.hidden_states(embeds, mask)
-        return self.logits(hidden[:, :-1][labels[:, 1:] != IGNORE])
+            return self.response_logits(embeds, mask, labels)[0]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights that training changes (connector, LoRA, the encoder if trained)."""

@@ -66,10 +66,16 @@ def answer_text(record: dict, transcript: str, response: str) -> str:
     return transcript if response == "transcript" else record["response"]
 
 
-def ends_answer(record: dict, response: str) -> bool:
-    """Whether the learned answer ends with the end-of-sequence token: not for a teacher answer
-    cut at ``max_new_tokens`` (the teacher had not finished)."""
-    return response == "transcript" or not record.get("truncated", False)
+def ends_answer(record: dict, response: str, num_tokens: int) -> bool:
+    """Whether the learned answer (``num_tokens`` long) ends with the end-of-sequence token: not
+    for a teacher answer cut at ``max_new_tokens`` (the teacher had not finished). Targets written
+    before stage 5 recorded ``truncated`` count as cut when they are ``gen.max_new_tokens`` long."""
+    if response == "transcript":
+        return True
+    if "truncated" in record:
+        return not record["truncated"]
+    limit = (record.get("gen") or {}).get("max_new_tokens")
+    return not (isinstance(limit, int) and num_tokens >= limit)
 
 
 class TextTokens:
@@ -81,7 +87,7 @@ class TextTokens:
         self.tokenizer, self.response, self.chunk = tokenizer, response, chunk
         self.counts = array("l")
         self._template: dict[str, int] = {}
-        self._pending: list[int] = []
+        self._pending: list[tuple[int, dict]] = []
         self._answers: list[str] = []
         self.truncated = 0  # answers that do not end (cut at max_new_tokens)
 
@@ -90,13 +96,11 @@ class TextTokens:
         try:
             transcript, prompt = normalize_transcript(record["transcript"]), record["prompt"]
             answer = answer_text(record, transcript, self.response)
-            ends = ends_answer(record, self.response)
         except (KeyError, TypeError, AttributeError):
             raise MtbiError(f"{where}: not a targets line; re-run stage 5") from None
         if prompt not in self._template:
             self._template[prompt] = tokenize_prompt(self.tokenizer, prompt, transcript).word_of.count(TEMPLATE)
-        self._pending.append(self._template[prompt] + ends)
-        self.truncated += not ends
+        self._pending.append((self._template[prompt], record))
         self._answers.append(answer)
         if len(self._answers) == self.chunk:
             self._flush()
@@ -109,7 +113,10 @@ class TextTokens:
     def _flush(self) -> None:
         if self._answers:
             ids = self.tokenizer(self._answers, add_special_tokens=False)["input_ids"]
-            self.counts.extend(others + len(r) for others, r in zip(self._pending, ids))
+            for (template, record), answer_ids in zip(self._pending, ids):
+                ends = ends_answer(record, self.response, len(answer_ids))
+                self.counts.append(template + len(answer_ids) + ends)
+                self.truncated += not ends
             self._pending, self._answers = [], []
 
 
@@ -202,7 +209,7 @@ class ImitationDataset(torch.utils.data.Dataset):
         segments = build_segments(tokens, replaced, times)
         answer = answer_text(record, transcript, self.config.response)
         response = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
-        if ends_answer(record, self.config.response):
+        if ends_answer(record, self.config.response, len(response)):
             response.append(self.tokenizer.eos_token_id)
         utt = record["utt"]
         feats = load_features(utt, self.encoded_scp[utt]) if self.encoded else self.features.load(utt)
