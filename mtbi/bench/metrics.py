@@ -1,4 +1,4 @@
-"""Answer metrics: exact match, BLEU (sacrebleu), ROUGE-L (rouge-score), WER (jiwer), and the
+"""Answer metrics: exact match, BLEU and chrF (sacrebleu), ROUGE-L (rouge-score), WER (jiwer), and the
 test of whether an answer is a mere transcription of the input."""
 
 from __future__ import annotations
@@ -39,11 +39,21 @@ def _rouge() -> rouge_scorer.RougeScorer:
     return rouge_scorer.RougeScorer(["rougeL"])
 
 
+def rouge_l_f1(hyp: str, ref: str) -> float:
+    """ROUGE-L F-measure (0-1) of one answer by rouge-score."""
+    return _rouge().score(ref, hyp)["rougeL"].fmeasure
+
+
 def rouge_l(hyps: list[str], refs: list[str]) -> float:
     """Mean ROUGE-L F-measure (0-1) by rouge-score."""
     if not hyps:
         return float("nan")
-    return sum(_rouge().score(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs)) / len(hyps)
+    return sum(rouge_l_f1(h, r) for h, r in zip(hyps, refs)) / len(hyps)
+
+
+def chrf(hyp: str, ref: str) -> float:
+    """Sentence chrF (0-1) of one answer by sacrebleu (character 6-grams, beta 2)."""
+    return sacrebleu.sentence_chrf(hyp, [ref]).score / 100
 
 
 def word_error_rate(hyps: list[str], refs: list[str]) -> float:

@@ -1,7 +1,9 @@
 """Stage 8, last step: the comparison table of systems on one test set.
 
 Reads each system's bench_<set>/scores.json (and, for SLLMs, the training steps and time of
-its last checkpoint) and hyp.jsonl (--samples answers per split below the table); writes
+its last checkpoint) and hyp.jsonl (per-item fidelity to the teacher with bootstrap intervals,
+and --reference against each system by a paired bootstrap test, in ROUGE-L and chrF; --samples
+answers per split below the tables); writes
 <out>.md and <out>.png, prints the table, and with --readme puts
 it into that README between ``<!-- results:<key>:begin -->`` and ``<!-- results:<key>:end -->``
 (key: --readme_key, by default the test set).
@@ -14,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mtbi.bench.intervals import METRICS, fidelity_table
 from mtbi.bench.report import SystemResult, comparison_markdown, plot_comparison, read_scores, replace_marked_section, samples_markdown
 from mtbi.bench.scoring import read_hyps
 from mtbi.cli import run_main
@@ -31,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output path without extension, e.g. exp/results_<set>")
     parser.add_argument("--samples", type=int, default=2,
                         help="questions per split whose answers go below the table (0: none)")
+    parser.add_argument("--reference", default="mtbi",
+                        help="the system the others are compared with item by item (paired bootstrap)")
     parser.add_argument("--readme", default=None, help="a README.md to put the table into")
     parser.add_argument("--readme_key", default=None,
                         help="the README's results markers to replace (default: the test set), e.g. smol:test_clean")
@@ -46,9 +51,12 @@ def main(args: argparse.Namespace) -> None:
         results.append(SystemResult(name, read_scores(system_dir / f"bench_{args.test_set}" / "scores.json"),
                                     steps, seconds))
     table = comparison_markdown(results, args.test_set)
+    hyps = {result.name: read_hyps(Path(system) / f"bench_{args.test_set}" / "hyp.jsonl")
+            for result, system in zip(results, args.systems)}
+    if any(records[0]["input"] == "text" for records in hyps.values()):
+        for metric in METRICS:
+            table += "\n" + fidelity_table(hyps, args.reference, metric)
     if args.samples:
-        hyps = {result.name: read_hyps(Path(system) / f"bench_{args.test_set}" / "hyp.jsonl")
-                for result, system in zip(results, args.systems)}
         table += "\nSample answers (the prompt, with the transcript in brackets; SLLMs hear it):\n\n"
         table += samples_markdown(hyps, args.samples)
     out = Path(args.out)
