@@ -40,12 +40,15 @@ def _resampled_means(values: np.ndarray, num: int, seed: int) -> np.ndarray:
     return values[rng.integers(0, len(values), size=(num, len(values)))].mean(axis=1)
 
 
+def _percentile_interval(mean: float, means: np.ndarray, level: float) -> Interval:
+    tail = (1 - level) / 2 * 100
+    return Interval(mean, float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)))
+
+
 def bootstrap_interval(values: np.ndarray, num: int = 2000, seed: int = 0, level: float = 0.95) -> Interval:
     """The mean of ``values`` and its percentile bootstrap interval over items."""
     values = np.asarray(values, dtype=np.float64)
-    means = _resampled_means(values, num, seed)
-    tail = (1 - level) / 2 * 100
-    return Interval(float(values.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)))
+    return _percentile_interval(float(values.mean()), _resampled_means(values, num, seed), level)
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, num: int = 2000, seed: int = 0,
@@ -54,9 +57,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, num: int = 2000, seed: int = 
     p-value of "no difference"."""
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     means = _resampled_means(diff, num, seed)
-    tail = (1 - level) / 2 * 100
     p = min(1.0, 2 * min(float((means <= 0).mean()), float((means >= 0).mean())))
-    return Interval(float(diff.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))), p
+    return _percentile_interval(float(diff.mean()), means, level), p
 
 
 def fidelity_table(hyps: dict[str, list[dict]], reference: str, metric: str, num: int = 2000) -> str:
