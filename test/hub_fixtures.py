@@ -47,6 +47,8 @@ def make_standin_llm(out_dir: Path, texts: list[str]) -> Path:
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None))
+    # Random weights would repeat a chat marker, which decodes to nothing; a real LLM writes words.
+    model.generation_config.suppress_tokens = [i for i in tokenizer.added_tokens_decoder if i != tokenizer.eos_token_id]
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

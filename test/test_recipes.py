@@ -254,7 +254,8 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     assert table in bench.stdout and table in (recipe / "README.md").read_text()  # printed, and put in the README
     assert [line.split("|")[1].strip() for line in table.split("\n\n")[1].splitlines()[2:]] == \
         ["teacher_text", "asr_sft", "blsp", "mtbi", "mtbi_interleave"]
-    assert "Sample answers" in table and table.count("| mtbi_interleave |") == 7  # the row + 6 samples
+    assert "Sample answers" in table and "(ROUGE-L F1, 0-1)" in table and "(chrF, 0-1)" in table
+    assert table.count("| mtbi_interleave |") == 9  # the row, one in each interval table, 6 samples
     assert "| teacher_text | text | 100.0 / 1.000 | 100.0 / 1.000 | 100.0 / 1.000 |" in table
     assert "| mtbi | speech |" in table and "| 3 |" in table  # trained 3 steps
     rerun = (recipe / "exp" / "run_stage8.sh").read_text()

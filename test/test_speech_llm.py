@@ -159,7 +159,7 @@ def test_held_out_and_missing_inputs_are_clear_errors(dirs: dict, tmp_path: Path
     _, tokenizer = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
     with pytest.raises(MtbiError, match="targets.jsonl is missing; it is made by stage 5"):
         ImitationDataset(dirs["feats"], tmp_path / "targets.jsonl", tokenizer, ["transcription"], DataConfig())
-    with pytest.raises(MtbiError, match="no target of the tasks \\['sentiment'\\]"):
+    with pytest.raises(MtbiError, match="no usable target of the tasks \\['sentiment'\\]"):
         ImitationDataset(dirs["feats"], dirs["targets"], tokenizer, ["sentiment"], DataConfig())
     with pytest.raises(MtbiError, match="interleaving needs word alignments"):
         ImitationDataset(dirs["feats"], dirs["targets"], tokenizer, ["transcription"],
@@ -221,3 +221,25 @@ def test_teacher_answers_cut_at_max_new_tokens_are_learned_without_eos(dirs: dic
         with torch.no_grad():
             _, mask, _ = model.embed(collate(examples))
         assert list(llm_lengths(model, dataset)) == mask.sum(1).tolist()
+
+
+def test_empty_cut_answers_are_left_out(dirs: dict, tmp_path: Path) -> None:
+    """A cut answer of no tokens has nothing to learn (and would make a batch of no target
+    tokens); an empty answer that ended is kept: its eos is learned."""
+    _, tokenizer = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
+    records = [json.loads(line) for line in dirs["targets"].read_text().splitlines()]
+    records[0].update(response="", truncated=True)
+    records[1].update(response="", truncated=False)
+    targets = tmp_path / "targets.jsonl"
+    targets.write_text("".join(json.dumps(r) + "\n" for r in records))
+    dataset = ImitationDataset(dirs["feats"], targets, tokenizer, list(TASKS), DataConfig())
+    assert len(dataset) == len(records) - 1
+    assert len(dataset.lengths) == len(dataset.utt_index) == len(dataset.text_tokens) == len(dataset)
+    kept = dataset[(0, 0)]
+    assert (kept.utt, kept.task, kept.response) == (records[1]["utt"], records[1]["task"], [tokenizer.eos_token_id])
+    assert [dataset[(n, 0)].utt for n in range(len(dataset))] == [r["utt"] for r in records[1:]]
+    for record in records:
+        record.update(response="", truncated=True)
+    targets.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(MtbiError, match=f"no usable target .*{len(records)} empty cut answers left out"):
+        ImitationDataset(dirs["feats"], targets, tokenizer, list(TASKS), DataConfig())

@@ -81,7 +81,8 @@ def ends_answer(record: dict, response: str, num_tokens: int) -> bool:
 class TextTokens:
     """Per example, the LLM's input tokens besides the speech: the prompt's template tokens
     (counted once per prompt) and the response's, with eos if it ends; responses are tokenized
-    ``chunk`` examples at a time (the tokenizer's batch call)."""
+    ``chunk`` examples at a time (the tokenizer's batch call). ``empty`` lists the examples
+    with nothing to learn: a cut answer of no tokens."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, response: str, chunk: int = 4096) -> None:
         self.tokenizer, self.response, self.chunk = tokenizer, response, chunk
@@ -90,6 +91,7 @@ class TextTokens:
         self._pending: list[tuple[int, dict]] = []
         self._answers: list[str] = []
         self.truncated = 0  # answers that do not end (cut at max_new_tokens)
+        self.empty: list[int] = []
 
     def add(self, record: dict, where: str) -> None:
         """Count the targets line ``record`` (read at ``where``)."""
@@ -115,8 +117,12 @@ class TextTokens:
             ids = self.tokenizer(self._answers, add_special_tokens=False)["input_ids"]
             for (template, record), answer_ids in zip(self._pending, ids):
                 ends = ends_answer(record, self.response, len(answer_ids))
+                if not ends:
+                    if answer_ids:
+                        self.truncated += 1
+                    else:
+                        self.empty.append(len(self.counts))
                 self.counts.append(template + len(answer_ids) + ends)
-                self.truncated += not ends
             self._pending, self._answers = [], []
 
 
@@ -172,9 +178,13 @@ class ImitationDataset(torch.utils.data.Dataset):
                         text_tokens.add(record, f"{self.targets}:{lineno}")
                 offset += len(line)
         self.text_tokens = text_tokens.finish()
+        counts["empty cut answers"] = len(text_tokens.empty)
+        self._leave_out(set(text_tokens.empty))
+        left_out = ", ".join(f"{v} {k}" for k, v in counts.items())
         if not self.offsets:
-            raise MtbiError(f"{self.targets}: no target of the tasks {sorted(wanted)} has features in "
-                            f"{self.feats_dir}; check data.tasks and stages 2 and 5")
+            raise MtbiError(f"{self.targets}: no usable target of the tasks {sorted(wanted)} with features in "
+                            f"{self.feats_dir} ({left_out} left out); check data.tasks, data.max_frames, "
+                            "and stages 2 and 5")
         interleaving = config.interleave.prob > 0  # word times are read only to interleave
         self.word_align = WordAlignIndex(word_align) if word_align and interleaving else None
         if interleaving and not self.word_align:
@@ -182,8 +192,15 @@ class ImitationDataset(torch.utils.data.Dataset):
                             "(made by stage 3)")
         logger.info("%s: %d examples of %d tasks (%s left out; %d answers cut at max_new_tokens, learned "
                     "without end-of-sequence)", self.targets, len(self.offsets), len(wanted),
-                    ", ".join(f"{v} {k}" for k, v in counts.items()), text_tokens.truncated)
+                    left_out, text_tokens.truncated)
         self._targets_file = None
+
+    def _leave_out(self, positions: set[int]) -> None:
+        """Drop the examples at ``positions`` (in reading order) from the index arrays."""
+        if positions:
+            for name in ("offsets", "lengths", "utt_index", "text_tokens"):
+                values = getattr(self, name)
+                setattr(self, name, array(values.typecode, (v for i, v in enumerate(values) if i not in positions)))
 
     def __len__(self) -> int:
         return len(self.offsets)

@@ -30,10 +30,11 @@ activation functions, softmax and the loss.
   2 FLOPs per weight per position it is applied at (conv1 at the 3000 input frames, conv2 and
   the layers' matrices at the 1500 output frames) + attention 4 * T^2 * d_model per layer.
 - Frozen LLM on each row's own n tokens (prompt text + speech frames + response). Forward:
-  2 * N * n (N: the layers' matrices and the output projection; the input embedding is a
-  lookup) + causal attention 2 * n^2 * d_attn per layer (half of the full n x n scores and
+  2 * N * n (N: the layers' matrices; the input embedding is a lookup) + the output projection
+  2 * H * r at the r positions that predict a response token (the step computes logits only
+  there) + causal attention 2 * n^2 * d_attn per layer (half of the full n x n scores and
   weighted sum). Backward computes only activation gradients (the weights are frozen):
-  2 * N * n + 4 * n^2 * d_attn per layer (gradients of queries, keys and values).
+  2 * N * n + 2 * H * r + 4 * n^2 * d_attn per layer (gradients of queries, keys and values).
 - Trainable connector: its forward and backward as torch's flop counter counts them on the
   batch's shapes (about 6 * its weights * its frames: forward, input and weight gradients).
 test/test_gpu_check.py checks the weight terms and the connector against torch's flop counter
@@ -250,12 +251,13 @@ def encoder_forward_flops(encoder: WhisperSpeechEncoder, batch_size: int) -> dic
     return {"encoder_weights": 2.0 * batch_size * weights, "encoder_attention": 4.0 * batch_size * attention}
 
 
-def llm_train_flops(llm: PreTrainedModel, tokens_per_row: list[int]) -> dict[str, float]:
+def llm_train_flops(llm: PreTrainedModel, tokens_per_row: list[int], predicted_per_row: list[int]) -> dict[str, float]:
     """The frozen LLM's forward and backward (activation gradients only) on rows of
-    ``tokens_per_row`` tokens: weights and causal attention."""
+    ``tokens_per_row`` tokens, with the output projection at ``predicted_per_row`` positions:
+    weights and causal attention."""
     config = llm.config
-    matrices = matrix_weights(llm.get_decoder().layers) + llm.get_output_embeddings().weight.numel()
-    weights = matrices * sum(tokens_per_row)
+    weights = (matrix_weights(llm.get_decoder().layers) * sum(tokens_per_row)
+               + llm.get_output_embeddings().weight.numel() * sum(predicted_per_row))
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     attention = config.num_hidden_layers * config.num_attention_heads * head_dim * sum(n * n for n in tokens_per_row)
     return {"llm_forward_weights": 2.0 * weights, "llm_forward_attention": 2.0 * attention,
@@ -284,7 +286,7 @@ def row_tokens(model: SpeechLLM, batch: SpeechBatch) -> list[int]:
 def train_step_flops(model: SpeechLLM, batch: SpeechBatch) -> dict[str, float]:
     """Model FLOPs of one training step on ``batch``, by part, and their ``total``."""
     parts = {**encoder_forward_flops(model.encoder, len(batch.segments)),
-             **llm_train_flops(model.llm, row_tokens(model, batch)),
+             **llm_train_flops(model.llm, row_tokens(model, batch), [len(r) for r in batch.responses]),
              "connector": connector_train_flops(model, batch)}
     return {**parts, "total": sum(parts.values())}
 
