@@ -208,7 +208,7 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     # The four default baselines, made quick through mtbi.sh's --train_opts (dotted overrides).
     quick_training = "--set optim.max_steps=3 optim.batch_size=4 save_interval=2"
     options = ["--teacher_conf", str(conf["teacher_tiny"]), "--encoder_conf", str(conf["encoder_tiny"]),
-               "--gen_nj", "2", "--system_nj", "2", "--train_opts", quick_training]
+               "--gen_nj", "2", "--system_nj", "2", "--train_opts", quick_training, "--seeds", "2"]
     result = run(recipe, "--stage", "4", "--stop_stage", "6", *options)
     assert result.returncode == 0, result.stderr[-3000:]
     teacher = recipe / "exp" / "teacher"
@@ -220,11 +220,12 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
         records = [json.loads(line) for line in lines]
         assert len(records) == n_utts * 10  # every train task, one seen prompt each
         assert {r["teacher"] for r in records} == {"tiny-rule-teacher"}
-        assert not {r["task"] for r in records} & {"qa_place", "keywords", "sentiment"}
+        assert not {r["task"] for r in records} & {"qa_place", "sentiment", "keywords", "reverse_words", "first_letters"}
     assert "sample [transcription]" in result.stderr
-    for tag in BASELINES:
-        exp = recipe / "exp" / f"sllm_{tag}"
-        assert (exp / "model.safetensors").is_file() and (exp / "loss_curve.png").is_file(), tag
+    for run_dir in [f"sllm_{tag}{seed}" for tag in BASELINES for seed in ("", "_seed1")]:  # --seeds 2
+        exp = recipe / "exp" / run_dir
+        assert (exp / "model.safetensors").is_file() and (exp / "loss_curve.png").is_file(), run_dir
+        assert yaml.safe_load((exp / "config.yaml").read_text())["train"]["seed"] == (1 if "seed1" in run_dir else 0)
         steps = [json.loads(line)["step"] for line in (exp / "losses.jsonl").read_text().splitlines()]
         assert max(steps) == 3 and "training done" in (exp / "train.log").read_text()
         assert [b["stage"] for b in read_blocks((exp / "env.txt").read_text())] == ["6"]  # the model's environment
@@ -241,8 +242,8 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
                 "--compare_opts", "--readme README.md")
     assert bench.returncode == 0, bench.stderr[-3000:]
     items = (recipe / "exp" / "bench" / "test_clean" / "bench.jsonl").read_text().splitlines()
-    assert len(items) == 4 * (10 * 2 + 3)  # 4 utterances: 10 train tasks x (seen, unseen) + 3 held-out
-    systems = ["teacher_text"] + [f"sllm_{tag}" for tag in BASELINES]
+    assert len(items) == 4 * (10 * 2 + 5)  # 4 utterances: 10 train tasks x (seen, unseen) + 5 held-out
+    systems = ["teacher_text"] + [f"sllm_{tag}{seed}" for tag in BASELINES for seed in ("", "_seed1")]
     for system in systems:
         out = recipe / "exp" / system / "bench_test_clean"
         hyps = [json.loads(line) for line in (out / "hyp.jsonl").read_text().splitlines()]
@@ -254,10 +255,10 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     assert table in bench.stdout and table in (recipe / "README.md").read_text()  # printed, and put in the README
     assert [line.split("|")[1].strip() for line in table.split("\n\n")[1].splitlines()[2:]] == \
         ["teacher_text", "asr_sft", "blsp", "mtbi", "mtbi_interleave"]
-    assert "Sample answers" in table and "(ROUGE-L F1, 0-1)" in table and "(chrF, 0-1)" in table
-    assert table.count("| mtbi_interleave |") == 9  # the row, one in each interval table, 6 samples
-    assert "| teacher_text | text | 100.0 / 1.000 | 100.0 / 1.000 | 100.0 / 1.000 |" in table
-    assert "| mtbi | speech |" in table and "| 3 |" in table  # trained 3 steps
+    assert "Sample answers" in table and "(exact match, %)" in table and "(ROUGE-L F1, 0-1)" in table and "(chrF, 0-1)" in table
+    assert table.count("| mtbi_interleave |") == 10  # the row, one in each of 3 interval tables, 6 samples
+    assert "| teacher_text | text | 1 | 100.0 | 100.0 | 100.0 |" in table
+    assert "| mtbi | speech | 2 |" in table and "| 3 |" in table  # two seeds, trained 3 steps
     rerun = (recipe / "exp" / "run_stage8.sh").read_text()
     assert "--stage 8 --stop_stage 8" in rerun
     env_blocks = read_blocks((recipe / "exp" / "log" / "env.txt").read_text())

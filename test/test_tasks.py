@@ -74,6 +74,8 @@ def test_rules_on_a_known_sentence() -> None:
         "paraphrase": "six blue trains were hidden by the tired fox in the barn this morning",
         "future_tense": "the tired fox will hide six blue trains in the barn",
         "sentiment": "negative", "topic": "toys", "word_count": "12",
+        "reverse_words": "morning this barn the in trains blue six hid fox tired the",
+        "first_letters": "t t f h s b t i t b t m",
     }
     assert rule_answer("topic", "The happy dog found two red apples in the park.") == "food"
     assert rule_answer("topic", "this is not a mini sentence") is None

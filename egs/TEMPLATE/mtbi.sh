@@ -39,6 +39,9 @@ gen_opts=            # extra options for mtbi.bin.make_targets, e.g. "--backend 
 gen_valid_opts=      # options for the valid set's targets only (after gen_opts), e.g. "--max_utts 20"
 # SLLM training (stage 6)
 train_confs=         # training configs, one SLLM each (default: the four baselines of --config_set)
+seeds=1              # training runs of each config, with seeds 0..seeds-1 (connector init, data order,
+                     # interleaving draws): <expdir>/sllm_<tag> (seed 0) and <expdir>/sllm_<tag>_seed<k>;
+                     # stage 8 reports each system over its seeds
 ngpu=0               # GPUs per training run (stage 6; 0: CPU, > 1: torchrun DDP); > 0 also gives each target job
                      # (stage 5), the encoder cache and each benchmark job (stage 7) one GPU. Local jobs take
                      # their GPUs from MTBI_GPUS (default: all GPUs here) and wait until enough are free
@@ -52,6 +55,8 @@ encoder_cache_max_gb=0       # disk budget of each set's cache in GB (0: the fre
 # Benchmark and scoring (stages 7-8)
 bench_opts=          # extra options for mtbi.bin.build_bench, e.g. "--max_utts 500"
 infer_opts=          # extra options for mtbi.bin.infer, e.g. "--batch_size 128"
+fidelity_metric=     # the comparison's headline fidelity: exact_match, rouge_l or chrf (default: exact_match
+                     # for the tiny set's short rule answers, rouge_l for real LLMs' free-form answers)
 compare_opts=        # extra options for mtbi.bin.compare, e.g. "--readme README.md"
 
 help_message=$(cat << EOF
@@ -64,7 +69,8 @@ Stages (select with --stage N --stop_stage M):
   3  word alignment                        -> data/<set>/word_align
   4  teacher LLM and speech encoder        -> <expdir>/teacher, <expdir>/encoder
   5  imitation targets by the teacher      -> <expdir>/targets/<set>/targets.jsonl
-  6  SLLM training, one per --train_confs   -> <expdir>/sllm_<tag> (tag: conf/train_<tag>.yaml)
+  6  SLLM training, one per --train_confs   -> <expdir>/sllm_<tag> (tag: conf/train_<tag>.yaml),
+     and seed                                 <expdir>/sllm_<tag>_seed<k> (--seeds > 1)
   7  benchmark inference                   -> <expdir>/sllm_<tag>/bench_<set>/hyp.jsonl
   8  scoring and report                    -> <expdir>/sllm_<tag>/bench_<set>/scores.json,
                                               <expdir>/results_<set>.md (the comparison table)
@@ -89,6 +95,7 @@ Options (defaults in brackets):
   --gen_opts             options for mtbi.bin.make_targets [${gen_opts}]
   --gen_valid_opts       more options for the valid set's targets [${gen_valid_opts}]
   --train_confs          training configs, one SLLM each [the baselines of --config_set]
+  --seeds                training runs of each config, seeds 0..N-1 [${seeds}]
   --ngpu                 GPUs per training run, 0 for CPU; > 0 also runs stages 5 and 7 on one GPU a job;
                          local jobs take GPUs from MTBI_GPUS [all] and wait for free ones [${ngpu}]
   --system_nj            SLLMs trained and benchmarked at once (CPU: cores shared; GPU: their own) [${system_nj}]
@@ -98,6 +105,8 @@ Options (defaults in brackets):
   --encoder_cache_max_gb disk budget of a set's cache in GB, 0 for the free disk [${encoder_cache_max_gb}]
   --bench_opts           options for mtbi.bin.build_bench [${bench_opts}]
   --infer_opts           options for mtbi.bin.infer [${infer_opts}]
+  --fidelity_metric      headline fidelity of the comparison: exact_match, rouge_l or chrf
+                         [exact_match for tiny, else rouge_l]
   --compare_opts         options for mtbi.bin.compare [${compare_opts}]
 EOF
 )
@@ -124,9 +133,9 @@ for var in train_set valid_set test_sets; do
         log "ERROR: --${var} is required (set it in run.sh)"; exit 1
     fi
 done
-for var in stage stop_stage nj gen_nj system_nj ngpu; do
-    if ! [[ "${!var}" =~ ^[0-9]+$ ]] || { [[ "${var}" == *nj ]] && [ "${!var}" -eq 0 ]; }; then
-        log "ERROR: --${var} must be a whole number (nj, gen_nj and system_nj at least 1), got '${!var}'"; exit 1
+for var in stage stop_stage nj gen_nj system_nj ngpu seeds; do
+    if ! [[ "${!var}" =~ ^[0-9]+$ ]] || { [[ "${var}" =~ nj$|^seeds$ ]] && [ "${!var}" -eq 0 ]; }; then
+        log "ERROR: --${var} must be a whole number (nj, gen_nj, system_nj and seeds at least 1), got '${!var}'"; exit 1
     fi
 done
 # The configs of --config_set, where no option names them.
@@ -192,6 +201,20 @@ conf_tag() {
     local tag
     tag=$(basename "$1" .yaml)
     echo "${tag#train_}"
+}
+
+# The SLLM runs of the training configs $@, one line "<conf> <seed> <run dir>" per config and seed.
+sllm_runs() {
+    local conf seed
+    for conf in "$@"; do
+        for ((seed = 0; seed < seeds; seed++)); do
+            if [ "${seed}" -eq 0 ]; then
+                echo "${conf} ${seed} ${expdir}/sllm_$(conf_tag "${conf}")"
+            else
+                echo "${conf} ${seed} ${expdir}/sllm_$(conf_tag "${conf}")_seed${seed}"
+            fi
+        done
+    done
 }
 
 # Run a long job through a launcher ("$@", which writes the log file $1 names) and follow its
@@ -366,12 +389,12 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     else
         launcher=(python)
     fi
-    for conf in ${train_confs}; do
+    # shellcheck disable=SC2086  # train_confs holds several paths
+    while read -r -u 3 conf seed out; do
         require "${conf}" "you (a training config)"
-        out="${expdir}/sllm_$(conf_tag "${conf}")"
         wait_for_slot
         record_env 6 "${out}/env.txt"  # the trained model carries its environment
-        log "Stage 6: SLLM training with ${conf} -> ${out} (log: ${out}/train.log)"
+        log "Stage 6: SLLM training with ${conf}, seed ${seed} -> ${out} (log: ${out}/train.log)"
         # shellcheck disable=SC2086  # train_opts holds several options
         start_job run_and_follow "${out}/train.log" ${cuda_cmd} --gpu "${ngpu}" "${out}/train.log" \
             "${launcher[@]}" -m mtbi.bin.train --config "${conf}" --out_dir "${out}" --device "${device}" \
@@ -379,8 +402,8 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
                 --train_align "data/${train_set}/word_align" "${cache_opts[@]}" \
                 --valid_feats "${feats_dir}/${valid_set}" --valid_targets "${expdir}/targets/${valid_set}/targets.jsonl" \
                 --encoder_dir "${encoder_dir}" --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" \
-                --task_conf "${task_conf}" "${job_threads[@]}" ${train_opts}
-    done
+                --task_conf "${task_conf}" "${job_threads[@]}" ${train_opts} --set "seed=${seed}"
+    done 3< <(sllm_runs ${train_confs})
     wait_jobs
     write_stage_script 6
 fi
@@ -404,8 +427,8 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
         start_job run_and_follow "${out}/infer.log" ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/infer.log" \
             python -m mtbi.bin.infer --bench "${bench}" --input text --out_dir "${out}" --device "${device}" \
                 --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" "${job_threads[@]}" ${infer_opts}
-        for conf in ${train_confs}; do
-            model_dir="${expdir}/sllm_$(conf_tag "${conf}")"
+        # shellcheck disable=SC2086  # train_confs holds several paths
+        while read -r -u 3 _ _ model_dir; do
             require "${model_dir}/model.safetensors" "stage 6"
             out="${model_dir}/bench_${dset}"
             wait_for_slot
@@ -415,7 +438,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
                 python -m mtbi.bin.infer --bench "${bench}" --input speech --out_dir "${out}" --device "${device}" \
                     --model_dir "${model_dir}" --feats_dir "${feats_dir}/${dset}" \
                     --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" "${job_threads[@]}" ${infer_opts}
-        done
+        done 3< <(sllm_runs ${train_confs})
         wait_jobs
     done
     write_stage_script 7
@@ -428,9 +451,10 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
         teacher_hyp="${expdir}/teacher_text/bench_${dset}/hyp.jsonl"
         require "${teacher_hyp}" "stage 7"
         systems="${expdir}/teacher_text"
-        for conf in ${train_confs}; do
-            systems+=" ${expdir}/sllm_$(conf_tag "${conf}")"
-        done
+        # shellcheck disable=SC2086  # train_confs holds several paths
+        while read -r -u 3 _ _ run_dir; do
+            systems+=" ${run_dir}"
+        done 3< <(sllm_runs ${train_confs})
         for system in ${systems}; do
             require "${system}/bench_${dset}/hyp.jsonl" "stage 7"
             python -m mtbi.bin.score --hyp "${system}/bench_${dset}/hyp.jsonl" --teacher_hyp "${teacher_hyp}" \
@@ -438,9 +462,11 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
         done
         log "Stage 8: comparison on ${dset} -> ${expdir}/results_${dset}.{md,png}"
         [ "${config_set}" = tiny ] && readme_key=${dset} || readme_key=${config_set}:${dset}
+        [ "${config_set}" = tiny ] && default_metric=exact_match || default_metric=rouge_l
+        fidelity_metric=${fidelity_metric:-${default_metric}}
         # shellcheck disable=SC2086  # systems and compare_opts hold several words
         python -m mtbi.bin.compare --test_set "${dset}" --systems ${systems} --out "${expdir}/results_${dset}" \
-            --readme_key "${readme_key}" ${compare_opts} 2> >(tee -a "${expdir}/log/stage8.${dset}.log" >&2)
+            --readme_key "${readme_key}" --metric "${fidelity_metric}" ${compare_opts} 2> >(tee -a "${expdir}/log/stage8.${dset}.log" >&2)
     done
     write_stage_script 8
 fi

@@ -31,7 +31,7 @@ from mtbi.models.speech_prompt import tokenize_prompt
 from mtbi.stage import Step, answer_resumably, atomic_write, marker, stamp_file
 from mtbi.tasks.generation import GenerationParams, Generator
 from mtbi.tasks.prompting import render_prompt
-from mtbi.tasks.targets import record_key
+from mtbi.tasks.records import record_key
 
 logger = logging.getLogger(__name__)
 

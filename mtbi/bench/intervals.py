@@ -1,6 +1,7 @@
-"""Uncertainty of benchmark comparisons over test items: per-item fidelity to the teacher
-(ROUGE-L F1 by rouge-score, chrF by sacrebleu), 95% bootstrap intervals of a system's mean, and
-paired bootstrap tests of one system against another on the same items.
+"""Uncertainty of benchmark comparisons: per-item fidelity to the teacher (exact match, ROUGE-L F1
+by rouge-score, chrF by sacrebleu); per system and split, the spread over training seeds (each
+run's mean) and a 95% bootstrap interval over test items (each item's score averaged over the
+seeds); and a paired bootstrap test of one system against another on the same items, seeds pooled.
 
 The paired test resamples items with replacement; its interval is the percentile interval of the
 mean difference, its p-value the two-sided share of resampled differences on the far side of 0
@@ -13,15 +14,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mtbi.bench.metrics import chrf, rouge_l_f1
-from mtbi.tasks.targets import record_key
+from mtbi.bench.metrics import chrf, normalize_answer, rouge_l_f1
+from mtbi.tasks.records import record_key
 
 SPLITS = {"seen": "seen prompts", "unseen": "unseen prompts", "heldout": "held-out tasks"}
-METRICS = ("rouge_l", "chrf")
+METRICS = {"exact_match": "exact match", "rouge_l": "ROUGE-L F1", "chrf": "chrF"}
 
 
 def item_fidelity(hyp: str, teacher: str, metric: str) -> float:
-    """One answer's agreement with the teacher's answer, 0-1: ``rouge_l`` (F1) or ``chrf``."""
+    """One answer's agreement with the teacher's answer, 0-1: ``exact_match`` (after
+    normalization), ``rouge_l`` (F1) or ``chrf``."""
+    if metric == "exact_match":
+        return float(normalize_answer(hyp) == normalize_answer(teacher))
     return {"rouge_l": rouge_l_f1, "chrf": chrf}[metric](hyp, teacher)
 
 
@@ -30,9 +34,6 @@ class Interval:
     mean: float
     low: float
     high: float
-
-    def __str__(self) -> str:
-        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
 def _resampled_means(values: np.ndarray, num: int, seed: int) -> np.ndarray:
@@ -61,37 +62,61 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, num: int = 2000, seed: int = 
     return _percentile_interval(float(diff.mean()), means, level), p
 
 
-def fidelity_table(hyps: dict[str, list[dict]], reference: str, metric: str, num: int = 2000) -> str:
-    """Markdown: per split, each speech system's mean per-item fidelity (``metric``) to the
-    teacher with its 95% bootstrap interval, and ``reference`` minus that system on the same
-    items (interval, p). ``hyps``: system name -> hyp.jsonl records, the teacher's (input text)
-    among them."""
-    teacher_name = next(name for name, records in hyps.items() if records[0]["input"] == "text")
-    teacher = {record_key(r): r["hyp"] for r in hyps[teacher_name]}
-    systems = [name for name in hyps if name != teacher_name]
-    title = {"rouge_l": "ROUGE-L F1", "chrf": "chrF"}[metric]
-    lines = [f"Fidelity to the teacher per item ({title}, 0-1): mean [95% bootstrap interval over items]; "
-             f"{reference} minus the system on the same items [interval], paired bootstrap p ({num} resamples)", "",
-             "| system | " + " | ".join(f"{title_} | {reference} - system" for title_ in SPLITS.values()) + " |",
-             "|---|" + "---|---|" * len(SPLITS)]
-    scores = {name: {split: {record_key(r): item_fidelity(r["hyp"], teacher[record_key(r)], metric)
-                             for r in hyps[name] if r["split"] == split and record_key(r) in teacher}
-                     for split in SPLITS} for name in systems}
-    for name in systems:
-        cells = []
-        for split in SPLITS:
-            mine = scores[name][split]
-            if not mine:
-                cells += ["-", "-"]
+@dataclass(frozen=True)
+class SplitFidelity:
+    """One system's fidelity on one split: each run's (seed's) mean over the items, the mean
+    over items of the seed-averaged item scores with its bootstrap interval, and the reference
+    system minus this one on the same items (interval, p; None for the reference itself)."""
+
+    per_seed: tuple[float, ...]
+    items: Interval
+    num_items: int
+    vs_reference: tuple[Interval, float] | None = None
+
+    @property
+    def std(self) -> float | None:
+        """The standard deviation over seeds (None for one seed)."""
+        return float(np.std(self.per_seed, ddof=1)) if len(self.per_seed) > 1 else None
+
+    def to_json(self) -> dict:
+        out = {"mean": self.items.mean, "std": self.std, "per_seed": list(self.per_seed),
+               "interval": [self.items.low, self.items.high], "num_items": self.num_items}
+        if self.vs_reference is not None:
+            diff, p = self.vs_reference
+            out["vs_reference"] = {"diff": diff.mean, "interval": [diff.low, diff.high], "p": p}
+        return out
+
+
+def _item_scores(runs: list[list[dict]], teacher: dict[tuple, str], split: str,
+                 metric: str) -> tuple[list[float], dict[tuple, float]]:
+    """Each run's mean on ``split``, and per item (answered in every run) the mean over runs."""
+    per_run = [{record_key(r): item_fidelity(r["hyp"], teacher[record_key(r)], metric)
+                for r in run if r["split"] == split and record_key(r) in teacher} for run in runs]
+    shared = set.intersection(*(set(scores) for scores in per_run))
+    pooled = {key: float(np.mean([scores[key] for scores in per_run])) for key in shared}
+    return [float(np.mean(list(scores.values()))) for scores in per_run if scores], pooled
+
+
+def compare_fidelity(runs: dict[str, list[list[dict]]], reference: str, metric: str,
+                     num: int = 2000) -> dict[str, dict[str, SplitFidelity]]:
+    """Per system and split: its :class:`SplitFidelity` in ``metric`` against the teacher.
+    ``runs``: system name -> its hyp.jsonl records, one list per training seed; the teacher's
+    (input text, one run) among them. Splits a system has no items of are left out."""
+    teacher_name = next(name for name, system_runs in runs.items() if system_runs[0][0]["input"] == "text")
+    teacher = {record_key(r): r["hyp"] for r in runs[teacher_name][0]}
+    scores = {name: {split: _item_scores(system_runs, teacher, split, metric) for split in SPLITS}
+              for name, system_runs in runs.items()}
+    out: dict[str, dict[str, SplitFidelity]] = {}
+    for name in runs:
+        out[name] = {}
+        for split, (per_seed, items) in scores[name].items():
+            if not items:
                 continue
-            keys = sorted(mine)
-            cells.append(f"{bootstrap_interval(np.array([mine[k] for k in keys]), num)} (n={len(keys)})")
-            ref = scores.get(reference, {}).get(split, {})
-            if name == reference or not all(k in ref for k in keys):
-                cells.append("-")
-            else:
-                diff, p = paired_bootstrap(np.array([ref[k] for k in keys]), np.array([mine[k] for k in keys]), num)
-                p_text = f"p<{1 / num:.2g}" if p == 0 else f"p={p:.3g}"  # no resample on the other side
-                cells.append(f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}], {p_text}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            keys = sorted(items)
+            mine = np.array([items[k] for k in keys])
+            ref = scores.get(reference, {}).get(split, ([], {}))[1]
+            test = None
+            if name not in (reference, teacher_name) and all(k in ref for k in keys):
+                test = paired_bootstrap(np.array([ref[k] for k in keys]), mine, num)
+            out[name][split] = SplitFidelity(tuple(per_seed), bootstrap_interval(mine, num), len(keys), test)
+    return out

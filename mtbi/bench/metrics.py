@@ -10,9 +10,13 @@ import jiwer
 import sacrebleu
 from rouge_score import rouge_scorer
 
-# An answer whose word error rate against the transcript is at most this is a transcription
-# (a verbatim or near-verbatim copy of the input) rather than an answer to the task.
+# A teacher answer whose word error rate against the transcript is at most this is itself a
+# transcription (a verbatim or near-verbatim copy of the input): on such an item a copy of the
+# input cannot be told from an answer, so task following leaves it out.
 TRANSCRIPTION_MAX_WER = 0.25
+# An answer with fewer words than this share of the transcript's is never taken for a transcription,
+# whatever words of the input it repeats (e.g. a wrong answer to an extraction question).
+TRANSCRIPTION_MIN_LENGTH = 0.5
 
 
 def normalize_answer(text: str) -> str:
@@ -82,3 +86,17 @@ def is_transcription(answer: str, transcript: str) -> bool:
     if not answer or not transcript:
         return False
     return word_error_rate([answer], [transcript]) <= TRANSCRIPTION_MAX_WER
+
+
+def follows_task(answer: str, transcript: str, task_answer: str) -> bool:
+    """Whether ``answer`` does the task (whose right answer is ``task_answer``) rather than
+    transcribe the input, well or badly: it is not empty, and it is shorter than
+    TRANSCRIPTION_MIN_LENGTH of the transcript in words or not closer to the transcript than to
+    the task's answer (ROUGE-L F1). A misrecognized transcription is long and closer to the
+    transcript, so it does not pass, whatever its word error rate."""
+    answer, transcript, task_answer = (normalize_answer(t) for t in (answer, transcript, task_answer))
+    if not answer:
+        return False
+    if len(answer.split()) < TRANSCRIPTION_MIN_LENGTH * len(transcript.split()):
+        return True
+    return rouge_l_f1(answer, transcript) <= rouge_l_f1(answer, task_answer)

@@ -1,5 +1,5 @@
 """Stage 8 reports: one system's RESULTS.md and bar chart, and the comparison of systems
-(the recipe's baseline table and its chart)."""
+(the recipe's baseline table, its intervals and paired tests, and its chart)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,23 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from mtbi.bench.intervals import METRICS, SPLITS, SplitFidelity
 from mtbi.errors import MtbiError
 from mtbi.stage import atomic_write
-from mtbi.tasks.targets import record_key
+from mtbi.tasks.records import record_key
 
-SPLIT_TITLES = {"seen": "seen prompts", "unseen": "unseen prompts", "heldout": "held-out tasks"}
+SPLIT_TITLES = SPLITS
 
 
 @dataclass(frozen=True)
-class SystemResult:
-    """A system's scores and how it was trained (steps and seconds: None for the teacher)."""
+class SystemRuns:
+    """A system's scores.json, one per training seed (one for the teacher), and how long each
+    run trained (steps and mean seconds: None for the teacher)."""
 
     name: str
-    scores: dict
+    scores: list[dict]
     steps: int | None = None
     train_seconds: float | None = None
 
@@ -64,24 +68,103 @@ def system_markdown(name: str, scores: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def comparison_markdown(results: list[SystemResult], test_set: str) -> str:
-    """One row per system: prompt and task generalization, WER, training steps and time."""
-    lines = [f"Benchmark on `{test_set}` (fidelity to the teacher's text answers: exact match % / ROUGE-L; "
-             "held-out task accuracy against the task's reference; task following = not a transcription)", "",
-             "| system | input | seen prompts EM / R-L | unseen prompts EM / R-L | held-out tasks EM / R-L "
-             "| held-out accuracy % | held-out task following % | WER % | steps | train time |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        cells = []
-        for split in ("seen", "unseen", "heldout"):
-            g = _split(r.scores, split)
-            cells.append(f"{_fmt(_fidelity(g, 'exact_match', 100))} / {_fmt(_fidelity(g, 'rouge_l', 1), 1, 3)}")
-        held = _split(r.scores, "heldout") or {}
-        time = "-" if r.train_seconds is None else f"{r.train_seconds / 60:.1f} min"
-        lines.append(f"| {r.name} | {r.scores['input']} | {' | '.join(cells)} | "
-                     f"{_fmt(held.get('task_accuracy'), 100)} | {_fmt(held.get('task_following'), 100)} | "
-                     f"{_fmt(r.scores['wer'], 100)} | {r.steps if r.steps is not None else '-'} | {time} |")
+def seed_spread(values: list[float | None]) -> tuple[float, float | None] | None:
+    """Mean and standard deviation (None for one value) over seeds; None if any value is."""
+    if not values or any(v is None for v in values):
+        return None
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def _spread_cell(spread: tuple[float, float | None] | None, scale: float, digits: int) -> str:
+    if spread is None:
+        return "-"
+    mean, std = spread
+    return f"{mean * scale:.{digits}f}" + ("" if std is None else f" ± {std * scale:.{digits}f}")
+
+
+def _metric_format(metric: str) -> tuple[float, int]:
+    """Scale and digits of a fidelity metric's cells: exact match in %, the others 0-1."""
+    return (100.0, 1) if metric == "exact_match" else (1.0, 3)
+
+
+def _heldout(scores: dict, key: str) -> float | None:
+    return (scores["task_generalization"].get("heldout") or {}).get(key)
+
+
+def comparison_markdown(systems: list[SystemRuns], fidelity: dict[str, dict[str, SplitFidelity]], metric: str,
+                        test_set: str) -> str:
+    """One row per system: fidelity (``metric``) on each split, held-out accuracy and task
+    following, WER (each mean ± std over seeds), training steps and time per run."""
+    scale, digits = _metric_format(metric)
+    unit = " %" if metric == "exact_match" else ""
+    lines = [f"Benchmark on `{test_set}`: fidelity to the teacher's text answers ({METRICS[metric]}{unit}) per split, "
+             "held-out task accuracy against the task's reference, held-out task following (answers that do the task "
+             "rather than transcribe the input) and transcription WER; mean ± std over the seeds (training runs). "
+             "Intervals and paired tests are in the tables below.", "",
+             f"| system | input | seeds | {' | '.join(SPLITS.values())} | held-out accuracy % "
+             "| held-out task following % | WER % | steps | train time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for system in systems:
+        splits = fidelity.get(system.name, {})
+        cells = [_spread_cell(seed_spread(list(splits[s].per_seed)) if s in splits else None, scale, digits)
+                 for s in SPLITS]
+        cells += [_spread_cell(seed_spread([_heldout(sc, key) for sc in system.scores]), 100, 1)
+                  for key in ("task_accuracy", "task_following")]
+        cells.append(_spread_cell(seed_spread([sc["wer"] for sc in system.scores]), 100, 1))
+        time = "-" if system.train_seconds is None else f"{system.train_seconds / 60:.1f} min"
+        lines.append(f"| {system.name} | {system.scores[0]['input']} | {len(system.scores)} | {' | '.join(cells)} | "
+                     f"{system.steps if system.steps is not None else '-'} | {time} |")
     return "\n".join(lines) + "\n"
+
+
+def fidelity_markdown(fidelity: dict[str, dict[str, SplitFidelity]], metric: str, reference: str, num: int) -> str:
+    """Per split: each system's fidelity (mean ± std over seeds [95% bootstrap interval over
+    items, seeds pooled], items) and ``reference`` minus it on the same items (interval, paired
+    bootstrap p)."""
+    scale, digits = _metric_format(metric)
+    unit = ", %" if metric == "exact_match" else ", 0-1"
+    lines = [f"Fidelity to the teacher ({METRICS[metric]}{unit}): mean ± std over seeds [95% bootstrap interval over "
+             f"items, each item averaged over the seeds] (items); {reference} minus the system on the same items "
+             f"[interval], paired bootstrap p ({num} resamples)", "",
+             "| system | " + " | ".join(f"{title} | {reference} - system" for title in SPLITS.values()) + " |",
+             "|---|" + "---|---|" * len(SPLITS)]
+    for name, splits in fidelity.items():
+        cells = []
+        for split in SPLITS:
+            if split not in splits:
+                cells += ["-", "-"]
+                continue
+            f = splits[split]
+            cells.append(f"{_spread_cell(seed_spread(list(f.per_seed)), scale, digits)} "
+                         f"[{f.items.low * scale:.{digits}f}, {f.items.high * scale:.{digits}f}] (n={f.num_items})")
+            if f.vs_reference is None:
+                cells.append("-")
+            else:
+                diff, p = f.vs_reference
+                p_text = f"p<{1 / num:.2g}" if p == 0 else f"p={p:.3g}"  # no resample on the other side
+                cells.append(f"{diff.mean * scale:+.{digits}f} [{diff.low * scale:+.{digits}f}, "
+                             f"{diff.high * scale:+.{digits}f}], {p_text}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_json(systems: list[SystemRuns], fidelity: dict[str, dict[str, dict[str, SplitFidelity]]],
+                    headline: str, reference: str, test_set: str, num: int) -> dict:
+    """The comparison as data: per system its seeds, each score's mean ± std over seeds and
+    per-seed values, and per fidelity metric and split the intervals and paired tests."""
+    def spread(values: list[float | None]) -> dict:
+        out = seed_spread(values)
+        return {"mean": None if out is None else out[0], "std": None if out is None else out[1], "per_seed": values}
+
+    return {"test_set": test_set, "headline_metric": headline, "reference": reference, "resamples": num,
+            "systems": {s.name: {"input": s.scores[0]["input"], "seeds": len(s.scores), "steps": s.steps,
+                                 "train_seconds": s.train_seconds,
+                                 "heldout_task_accuracy": spread([_heldout(sc, "task_accuracy") for sc in s.scores]),
+                                 "heldout_task_following": spread([_heldout(sc, "task_following") for sc in s.scores]),
+                                 "wer": spread([sc["wer"] for sc in s.scores]),
+                                 "fidelity": {metric: {split: f.to_json() for split, f in by_metric[s.name].items()}
+                                              for metric, by_metric in fidelity.items()}}
+                        for s in systems}}
 
 
 def samples_markdown(hyps: dict[str, list[dict]], per_split: int, seed: int = 0) -> str:
@@ -137,22 +220,27 @@ def plot_system(name: str, scores: dict, png: str | Path) -> None:
     plt.close(fig)
 
 
-def plot_comparison(results: list[SystemResult], png: str | Path) -> None:
-    """Grouped bars: each system's fidelity exact match on seen prompts, unseen prompts and
-    held-out tasks."""
+def plot_comparison(fidelity: dict[str, dict[str, SplitFidelity]], metric: str, png: str | Path) -> None:
+    """Grouped bars: each system's fidelity (``metric``) on seen prompts, unseen prompts and
+    held-out tasks, with its 95% bootstrap interval over items (seeds pooled) as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(results) + 2), 3.5))
-    width = 0.8 / len(SPLIT_TITLES)
-    for k, (split, title) in enumerate(SPLIT_TITLES.items()):
-        values = [_fidelity(_split(r.scores, split), "exact_match", 100) or 0.0 for r in results]
-        ax.bar([i + k * width for i in range(len(results))], values, width, label=title)
-    ax.set_xticks([i + width for i in range(len(results))], [r.name for r in results])
-    ax.set_ylabel("fidelity exact match %")
-    ax.set_ylim(0, 100)
+    scale, _ = _metric_format(metric)
+    names = list(fidelity)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names) + 2), 3.5))
+    width = 0.8 / len(SPLITS)
+    for k, (split, title) in enumerate(SPLITS.items()):
+        groups = [fidelity[name].get(split) for name in names]
+        means = [0.0 if g is None else g.items.mean * scale for g in groups]
+        errors = [[0.0 if g is None else (g.items.mean - g.items.low) * scale for g in groups],
+                  [0.0 if g is None else (g.items.high - g.items.mean) * scale for g in groups]]
+        ax.bar([i + k * width for i in range(len(names))], means, width, yerr=errors, capsize=2, label=title)
+    ax.set_xticks([i + width for i in range(len(names))], names)
+    ax.set_ylabel(f"fidelity, {METRICS[metric]}" + (" %" if metric == "exact_match" else ""))
+    ax.set_ylim(0, scale)
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(png, dpi=100)

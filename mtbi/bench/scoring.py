@@ -6,9 +6,10 @@ For each group of items (a split, or one task in one split):
   transcript (its text-input hyp.jsonl): exact match, BLEU and ROUGE-L;
 - ``task_accuracy`` (exact-match tasks) or ``wer`` (transcription): against the task's own
   reference, on the items that have one;
-- ``task_following``: on items of non-transcription tasks whose teacher answer is not itself
-  a transcription, the fraction of answers that are not a transcription of the input (the
-  failure mode of ASR-trained SLLMs, which transcribe whatever they are asked).
+- ``task_following``: on items of non-transcription tasks whose answer (the teacher's, else
+  the reference) is not itself a near-verbatim transcription, the fraction of answers that do
+  the task rather than transcribe the input, well or badly (metrics.follows_task; the failure
+  mode of ASR-trained SLLMs, which transcribe whatever they are asked).
 
 ``scores.json``: ``{"prompt_generalization": {"seen": G, "unseen": G}, "task_generalization":
 {"heldout": G}, "per_task": {task: {split: G}}, ...}``.
@@ -19,10 +20,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mtbi.bench.metrics import bleu, exact_match, is_transcription, rouge_l, word_error_rate
+from mtbi.bench.metrics import bleu, exact_match, follows_task, is_transcription, rouge_l, word_error_rate
 from mtbi.errors import MtbiError
 from mtbi.tasks.bank import TaskBank
-from mtbi.tasks.targets import record_key
+from mtbi.tasks.records import record_key
 
 HYP_FIELDS = ("utt", "task", "prompt_id", "split", "input", "hyp", "ref")
 
@@ -71,9 +72,12 @@ def score_group(records: list[dict], teacher: dict[tuple, str] | None, bank: Tas
     em, wer = by_scorer["exact_match"], by_scorer["wer"]
     out["task_accuracy"] = _none_if_nan(exact_match([r["hyp"] for r in em], [r["ref"] for r in em]))
     out["wer"] = _none_if_nan(word_error_rate([r["hyp"] for r in wer], [r["ref"] for r in wer]))
-    asked = [r for r in records if bank.task(r["task"]).family != "transcription"
-             and not (teacher is not None and is_transcription(teacher[record_key(r)], r["transcript"]))]
-    following = [not is_transcription(r["hyp"], r["transcript"]) for r in asked]
+    following = []
+    for r in records:
+        task_answer = teacher[record_key(r)] if teacher is not None else r["ref"]
+        if (bank.task(r["task"]).family != "transcription" and task_answer is not None
+                and not is_transcription(task_answer, r["transcript"])):
+            following.append(follows_task(r["hyp"], r["transcript"], task_answer))
     out["task_following"] = _none_if_nan(sum(following) / len(following) if following else float("nan"))
     return out
 

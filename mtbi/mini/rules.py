@@ -87,6 +87,8 @@ RULES: dict[str, Callable[[MiniSentence], str]] = {
     "sentiment": lambda s: _lexicon()["sentiment_of"][s.adjective],
     "topic": lambda s: _lexicon()["topic_of"][s.object],
     "word_count": lambda s: str(len(s.words)),
+    "reverse_words": lambda s: " ".join(reversed(s.words)),
+    "first_letters": lambda s: " ".join(w[0] for w in s.words),
 }
 RULE_NAMES = ("transcript",) + tuple(RULES)
 

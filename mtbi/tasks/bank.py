@@ -34,7 +34,8 @@ class TaskConfig:
     """``conf/tasks.yaml``: which bank, and how it is split."""
 
     bank: str | None = None  # path of a task bank YAML; None: mtbi's default bank
-    heldout_tasks: list[str] = field(default_factory=lambda: ["qa_place", "keywords", "sentiment"])
+    heldout_tasks: list[str] = field(default_factory=lambda: ["qa_place", "sentiment", "keywords", "reverse_words",
+                                                              "first_letters"])
     unseen_prompts_per_task: int = 2
     split_seed: int = 0
 

@@ -31,13 +31,9 @@ from mtbi.stage import Step, answer_resumably, atomic_write, merge_step, shard_s
 from mtbi.tasks.bank import TaskBank
 from mtbi.tasks.generation import Completion, Generator
 from mtbi.tasks.prompting import normalize_transcript, render_prompt
+from mtbi.tasks.records import record_key
 
 logger = logging.getLogger(__name__)
-
-
-def record_key(record: dict) -> tuple[str, str, str]:
-    """The (utt, task, prompt_id) key of a targets.jsonl or hyp.jsonl line."""
-    return (record["utt"], record["task"], record["prompt_id"])
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
 # SmolLM2 answers transcription and continuation (the single tasks of asr_sft and blsp) and 2 of
 # the 8 other train tasks about 320 train utterances, and all tasks about 12 dev utterances; each
 # SLLM trains 300 steps of about 9 examples (900 padded positions) with a validation loss every
-# 50 steps; the benchmark asks 23 questions about each of 50 test utterances. Writes exp_smol_learn/.
+# 50 steps; the benchmark asks 25 questions about each of 50 test utterances. Writes exp_smol_learn/.
 # Options go to run.sh, e.g. local/run_smol.sh --stage 6; on a GPU add --ngpu 1 and raise the sizes.
 set -euo pipefail
 
