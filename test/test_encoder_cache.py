@@ -52,8 +52,8 @@ def test_training_loss_from_the_cache_equals_the_live_loss(dirs: dict) -> None:
                               encoded_dir=dirs["cache"])
     assert len(live) == len(cached) and list(live.lengths) == list(cached.lengths)
     indices = list(range(0, len(live), 3))
-    live_batch = collate([live[(i, 0)] for i in indices])
-    cached_batch = collate([cached[(i, 0)] for i in indices])
+    live_batch = collate([live[(i, 0, 0)] for i in indices])
+    cached_batch = collate([cached[(i, 0, 0)] for i in indices])
     assert cached_batch.encoded and not live_batch.encoded
     with torch.no_grad():
         live_loss = model(live_batch, 1.0)["ce_sum"]

@@ -11,6 +11,7 @@ from teacher_fixtures import SENTENCES, make_random_teacher
 from tokenizers import ByteLevelBPETokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from mtbi.errors import MtbiError
 from mtbi.models.interleave import InterleaveConfig, InterleavePolicy, SpeechSegment, TextSegment, build_segments, replace_spans
 from mtbi.models.speech_llm import SpeechBatch, SpeechLLMConfig, build_speech_llm
 from mtbi.models.speech_prompt import TEMPLATE, tokenize_prompt
@@ -60,6 +61,19 @@ def test_replace_spans_counts_and_span_lengths() -> None:
             assert sum(replaced) == round(ratio * num_words)
     policy = InterleavePolicy(InterleaveConfig(prob=0.0))
     assert policy.choose(7, rng) == [True] * 7  # prob 0: always speech only
+
+
+def test_curriculum_interleaves_only_before_until_step() -> None:
+    always = InterleavePolicy(InterleaveConfig(prob=1.0, min_ratio=0.5, max_ratio=0.5))
+    curriculum = InterleavePolicy(InterleaveConfig(prob=1.0, min_ratio=0.5, max_ratio=0.5, until_step=100))
+    for step in (0, 99):  # before until_step: the same draw as without a curriculum
+        assert curriculum.choose(10, random.Random(step), step) == always.choose(10, random.Random(step), step)
+        assert sum(curriculum.choose(10, random.Random(step), step)) == 5
+    for step in (100, 5000):
+        assert curriculum.choose(10, random.Random(step), step) == [True] * 10  # speech only
+        assert sum(always.choose(10, random.Random(step), step)) == 5
+    with pytest.raises(MtbiError, match="until_step >= 0"):
+        InterleaveConfig(until_step=-1)
 
 
 def test_segments_for_none_some_and_all_words(tokenizer) -> None:

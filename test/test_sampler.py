@@ -90,9 +90,9 @@ def test_ranks_partition_each_token_batch_with_about_equal_padding(world_size: i
         whole = next(single)
         slices = [next(r) for r in ranks]
         assert all(slices) and sum(slices, []) == whole  # indices and item seeds as on one process
-        batch = [i for i, _ in whole]
+        batch = [i for i, _, _ in whole]
         equal_counts = max(sizes[i] for i in batch) * math.ceil(len(batch) / world_size)
-        assert max(padded(sizes, [i for i, _ in s]) for s in slices) <= equal_counts
+        assert max(padded(sizes, [i for i, _, _ in s]) for s in slices) <= equal_counts
         uneven += len({len(s) for s in slices}) > 1
     assert uneven > 0  # the test covers ranks with different example counts
 
@@ -133,6 +133,6 @@ def test_fixed_size_batches_are_those_of_earlier_versions() -> None:
         [65, 66, 67, 68, 69, 71, 72, 73], [33, 34, 35, 36, 37, 38, 39, 40]]
     rank1 = BucketBatchSampler(lengths, 8, seed=3, world_size=2, rank=1, start=11)
     assert list(itertools.islice(iter(rank1), 3)) == [
-        [(21, 923635582), (22, 543028951), (23, 63083433), (24, 1829960450)],
-        [(30, 587576001), (31, 107630483), (32, 1874507500), (33, 1493900869)],
-        [(87, 251516420), (88, 1919054550), (89, 1538447919), (90, 1157841288)]]
+        [(21, 923635582, 11), (22, 543028951, 11), (23, 63083433, 11), (24, 1829960450, 11)],
+        [(30, 587576001, 12), (31, 107630483, 12), (32, 1874507500, 12), (33, 1493900869, 12)],
+        [(87, 251516420, 13), (88, 1919054550, 13), (89, 1538447919, 13), (90, 1157841288, 13)]]

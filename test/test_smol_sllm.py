@@ -48,7 +48,7 @@ def test_smol_sllm_overfits(tmp_path: Path) -> None:
     model, tokenizer = build_speech_llm(config.model, tmp_path / "encoder", tmp_path / "llm")
     assert model.caches_prefix
     dataset = ImitationDataset(data["feats"], data["targets"], tokenizer, ["transcription", "qa_color"], DataConfig())
-    examples = [dataset[(i, 0)] for i in range(len(dataset))]
+    examples = [dataset[(i, 0, 0)] for i in range(len(dataset))]
     batch = collate(examples)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=config.optim.learning_rate, weight_decay=0.0)

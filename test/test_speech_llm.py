@@ -14,7 +14,7 @@ from mtbi.errors import MtbiError
 from mtbi.models.connectors import ConnectorConfig
 from mtbi.models.interleave import InterleaveConfig, SpeechSegment, TextSegment
 from mtbi.models.speech_llm import IGNORE, LoraSettings, SpeechLLMConfig, build_speech_llm, shared_prefix_length
-from mtbi.train.dataset import DataConfig, ImitationDataset, collate
+from mtbi.train.dataset import DataConfig, ImitationDataset, collate, in_utt_fraction
 from mtbi.train.trainer import llm_lengths
 
 
@@ -29,7 +29,7 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def batch_for(dirs: dict, tokenizer, interleave: float = 0.0, with_text: bool = False):
     data = DataConfig(interleave=InterleaveConfig(prob=interleave))
     dataset = ImitationDataset(dirs["feats"], dirs["targets"], tokenizer, list(TASKS), data, dirs["word_align"])
-    return dataset, collate([dataset[(i, i)] for i in range(0, len(dataset), 3)], with_text)
+    return dataset, collate([dataset[(i, i, 0)] for i in range(0, len(dataset), 3)], with_text)
 
 
 @pytest.mark.parametrize("kind", ["conv", "stack_mlp", "qformer"])
@@ -213,7 +213,7 @@ def test_teacher_answers_cut_at_max_new_tokens_are_learned_without_eos(dirs: dic
     for response, ends in (("teacher", lambda n: n % 2 == 0), ("transcript", lambda n: True)):
         dataset = ImitationDataset(dirs["feats"], targets, tokenizer, list(TASKS), DataConfig(response=response))
         assert len(dataset) == len(records)
-        examples = [dataset[(n, 0)] for n in range(len(dataset))]
+        examples = [dataset[(n, 0, 0)] for n in range(len(dataset))]
         for n, example in enumerate(examples):
             answer = records[n]["response"] if response == "teacher" else records[n]["transcript"]
             ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
@@ -235,11 +235,40 @@ def test_empty_cut_answers_are_left_out(dirs: dict, tmp_path: Path) -> None:
     dataset = ImitationDataset(dirs["feats"], targets, tokenizer, list(TASKS), DataConfig())
     assert len(dataset) == len(records) - 1
     assert len(dataset.lengths) == len(dataset.utt_index) == len(dataset.text_tokens) == len(dataset)
-    kept = dataset[(0, 0)]
+    kept = dataset[(0, 0, 0)]
     assert (kept.utt, kept.task, kept.response) == (records[1]["utt"], records[1]["task"], [tokenizer.eos_token_id])
-    assert [dataset[(n, 0)].utt for n in range(len(dataset))] == [r["utt"] for r in records[1:]]
+    assert [dataset[(n, 0, 0)].utt for n in range(len(dataset))] == [r["utt"] for r in records[1:]]
     for record in records:
         record.update(response="", truncated=True)
     targets.write_text("".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(MtbiError, match=f"no usable target .*{len(records)} empty cut answers left out"):
         ImitationDataset(dirs["feats"], targets, tokenizer, list(TASKS), DataConfig())
+
+
+def test_utt_fraction_trains_on_nested_shares_of_the_utterances(dirs: dict) -> None:
+    utts = [f"spk{n % 7}-utt{n:04d}" for n in range(4000)]
+    kept = {f: {u for u in utts if in_utt_fraction(u, f)} for f in (0.1, 0.25, 0.5, 1.0)}
+    assert kept[0.1] < kept[0.25] < kept[0.5] < kept[1.0] == set(utts)
+    for fraction in (0.1, 0.25, 0.5):  # within 3 binomial standard deviations (at most 0.024)
+        assert len(kept[fraction]) / len(utts) == pytest.approx(fraction, abs=0.024)
+    _, tokenizer = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
+    full = ImitationDataset(dirs["feats"], dirs["targets"], tokenizer, list(TASKS), DataConfig())
+    half = ImitationDataset(dirs["feats"], dirs["targets"], tokenizer, list(TASKS), DataConfig(utt_fraction=0.5))
+    full_utts = {full[(n, 0, 0)].utt for n in range(len(full))}
+    assert {half[(n, 0, 0)].utt for n in range(len(half))} == {u for u in full_utts if in_utt_fraction(u, 0.5)}
+    assert 0 < len(half) < len(full)
+    with pytest.raises(MtbiError, match="data.utt_fraction 0"):
+        DataConfig(utt_fraction=0)
+
+
+def test_interleaving_curriculum_follows_the_training_step_of_each_item(dirs: dict) -> None:
+    """With until_step 2 and 2 batches a step (gradient accumulation), items of batches 0-3 are
+    interleaved and items of batch 4 on are speech only."""
+    _, tokenizer = build_speech_llm(SpeechLLMConfig(), dirs["encoder"], dirs["teacher"])
+    data = DataConfig(interleave=InterleaveConfig(prob=1.0, min_ratio=0.5, max_ratio=0.5, until_step=2))
+    dataset = ImitationDataset(dirs["feats"], dirs["targets"], tokenizer, list(TASKS), data, dirs["word_align"],
+                               batches_per_step=2)
+    for batch, interleaved in ((0, True), (3, True), (4, False), (9, False)):
+        for i in range(len(dataset)):
+            speech = [s for s in dataset[(i, 7, batch)].segments if isinstance(s, SpeechSegment)]
+            assert (speech != [SpeechSegment(None, None)]) == interleaved, (batch, i, speech)

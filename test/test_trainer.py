@@ -84,7 +84,7 @@ def test_llm_lengths_are_the_lengths_the_llm_reads(setup: dict, kind: str) -> No
     assert len(dataset.text_tokens) == len(dataset.utt_index) == len(dataset) == 32
     assert list(dataset.utt_index) == [n // 4 for n in range(32)]  # 4 targets per utterance, in file order
     with torch.no_grad():
-        _, mask, _ = model.embed(collate([dataset[(i, 0)] for i in range(len(dataset))]))
+        _, mask, _ = model.embed(collate([dataset[(i, 0, 0)] for i in range(len(dataset))]))
     assert list(llm_lengths(model, dataset)) == mask.sum(1).tolist()
 
 
@@ -162,6 +162,16 @@ def test_training_resumes_after_kill_with_the_same_loss_curve(setup: dict, tmp_p
 
     rerun = subprocess.run([sys.executable, *train_command(setup, config, killed)], capture_output=True, text=True)
     assert "already trained with this config" in rerun.stderr
+    # A model trained by an older mtbi, whose training config lacked keys added since (at their
+    # defaults now): still trained with this config.
+    stored = yaml.safe_load((killed / "config.yaml").read_text())
+    del stored["train"]["data"]["utt_fraction"], stored["train"]["data"]["interleave"]["until_step"]
+    (killed / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    stamp = json.loads((killed / ".done").read_text())
+    del stamp["train"]["data"]["utt_fraction"], stamp["train"]["data"]["interleave"]["until_step"]
+    (killed / ".done").write_text(json.dumps(stamp))
+    older = subprocess.run([sys.executable, *train_command(setup, config, killed)], capture_output=True, text=True)
+    assert older.returncode == 0 and "already trained with this config" in older.stderr, older.stderr[-2000:]
     other = write_config(tmp_path / "other.yaml", max_steps=40, learning_rate=0.5)
     (killed / ".done").unlink()
     refused = subprocess.run([sys.executable, *train_command(setup, other, killed)], capture_output=True, text=True)

@@ -62,6 +62,13 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, num: int = 2000, seed: int = 
     return _percentile_interval(float(diff.mean()), means, level), p
 
 
+def seed_spread(values: list[float | None]) -> tuple[float, float | None] | None:
+    """Mean and standard deviation (None for one value) over seeds; None if any value is."""
+    if not values or any(v is None for v in values):
+        return None
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
 @dataclass(frozen=True)
 class SplitFidelity:
     """One system's fidelity on one split: each run's (seed's) mean over the items, the mean
@@ -76,7 +83,7 @@ class SplitFidelity:
     @property
     def std(self) -> float | None:
         """The standard deviation over seeds (None for one seed)."""
-        return float(np.std(self.per_seed, ddof=1)) if len(self.per_seed) > 1 else None
+        return seed_spread(list(self.per_seed))[1]
 
     def to_json(self) -> dict:
         out = {"mean": self.items.mean, "std": self.std, "per_seed": list(self.per_seed),

@@ -8,14 +8,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from mtbi.bench.intervals import METRICS, SPLITS, SplitFidelity
+from mtbi.bench.intervals import METRICS, SPLITS, SplitFidelity, seed_spread
 from mtbi.errors import MtbiError
 from mtbi.stage import atomic_write
 from mtbi.tasks.records import record_key
-
-SPLIT_TITLES = SPLITS
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,7 @@ def system_markdown(name: str, scores: dict) -> str:
                 f"{_fmt(f.get('rouge_l'), 1, 3)} | {_fmt(g['task_accuracy'], 100)} | {_fmt(g['wer'], 100)} | "
                 f"{_fmt(g['task_following'], 100)} |")
 
-    for split, title in SPLIT_TITLES.items():
+    for split, title in SPLITS.items():
         group = _split(scores, split)
         if group:
             lines.append(row(title, group))
@@ -66,13 +62,6 @@ def system_markdown(name: str, scores: dict) -> str:
         for split, group in splits.items():
             lines.append(row(f"{task} | {split}", group))
     return "\n".join(lines) + "\n"
-
-
-def seed_spread(values: list[float | None]) -> tuple[float, float | None] | None:
-    """Mean and standard deviation (None for one value) over seeds; None if any value is."""
-    if not values or any(v is None for v in values):
-        return None
-    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
 
 
 def _spread_cell(spread: tuple[float, float | None] | None, scale: float, digits: int) -> str:
@@ -175,7 +164,7 @@ def samples_markdown(hyps: dict[str, list[dict]], per_split: int, seed: int = 0)
     answers = {name: {record_key(r): r["hyp"] for r in records} for name, records in hyps.items()}
     questions = sorted(next(iter(hyps.values())), key=record_key)
     lines = []
-    for split, title in SPLIT_TITLES.items():
+    for split, title in SPLITS.items():
         candidates = [r for r in questions if r["split"] == split]
         rng.shuffle(candidates)
         chosen: dict[str, dict] = {}
@@ -204,12 +193,12 @@ def plot_system(name: str, scores: dict, png: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = list(scores["per_task"])
-    splits = [s for s in SPLIT_TITLES if any(s in scores["per_task"][t] for t in tasks)]
+    splits = [s for s in SPLITS if any(s in scores["per_task"][t] for t in tasks)]
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(tasks) + 2), 3.5))
     width = 0.8 / max(1, len(splits))
     for k, split in enumerate(splits):
         values = [_fidelity(scores["per_task"][t].get(split), "exact_match", 100) or 0.0 for t in tasks]
-        ax.bar([i + k * width for i in range(len(tasks))], values, width, label=SPLIT_TITLES[split])
+        ax.bar([i + k * width for i in range(len(tasks))], values, width, label=SPLITS[split])
     ax.set_xticks([i + width * (len(splits) - 1) / 2 for i in range(len(tasks))], tasks, rotation=45, ha="right")
     ax.set_ylabel("fidelity exact match %")
     ax.set_ylim(0, 100)

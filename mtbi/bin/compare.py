@@ -22,8 +22,16 @@ import sys
 from pathlib import Path
 
 from mtbi.bench.intervals import METRICS, compare_fidelity
-from mtbi.bench.report import (SystemRuns, comparison_json, comparison_markdown, fidelity_markdown, plot_comparison,
-                               read_scores, replace_marked_section, samples_markdown)
+from mtbi.bench.report import (
+    SystemRuns,
+    comparison_json,
+    comparison_markdown,
+    fidelity_markdown,
+    plot_comparison,
+    read_scores,
+    replace_marked_section,
+    samples_markdown,
+)
 from mtbi.bench.scoring import read_hyps
 from mtbi.cli import run_main
 from mtbi.errors import MtbiError

@@ -76,7 +76,8 @@ def main(args: argparse.Namespace) -> None:
     out_dir = Path(args.out_dir)
     teacher = load_config(args.teacher_conf, TeacherConfig)
     llm = teacher_model(teacher, args.teacher_dir)
-    resolved = sllm_dir.resolved_config(config, teacher.name, teacher.dtype, args.encoder_dir, llm, out_dir)
+    resolved = sllm_dir.stored_equivalent(
+        out_dir, sllm_dir.resolved_config(config, teacher.name, teacher.dtype, args.encoder_dir, llm, out_dir))
     inputs = [p for p in (args.train_targets, Path(args.train_feats) / "utt2num_frames", args.train_align,
                           marker(args.encoder_dir), marker(args.teacher_dir)) if p]
     step = Step(marker(out_dir), resolved, inputs)
@@ -103,10 +104,10 @@ def train_locked(args: argparse.Namespace, config: TrainConfig, teacher: Teacher
                         "trained with speech (see conf/tasks.yaml)")
     cached = not config.model.train_encoder  # a frozen encoder's outputs can be read from the cache
     train_set = ImitationDataset(args.train_feats, args.train_targets, tokenizer, tasks, config.data,
-                                 args.train_align, args.train_encoded if cached else None)
+                                 args.train_align, args.train_encoded if cached else None, config.optim.accum_grad)
     valid_set = None
     if args.valid_feats and args.valid_targets:
-        speech_only = replace(config.data, interleave=InterleaveConfig())
+        speech_only = replace(config.data, interleave=InterleaveConfig(), utt_fraction=1.0)
         valid_set = ImitationDataset(args.valid_feats, args.valid_targets, tokenizer, tasks, speech_only,
                                      encoded_dir=args.valid_encoded if cached else None)
     if ddp.is_main:

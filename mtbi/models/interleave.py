@@ -25,12 +25,14 @@ class InterleaveConfig:
     max_ratio: float = 0.7
     min_span: int = 1       # words per replaced span, drawn uniformly per span
     max_span: int = 4
+    until_step: int = 0     # > 0: interleave only in the first until_step training steps, then speech
+                            # only (a curriculum); 0: in every step
 
     def __post_init__(self) -> None:
         if not (0 <= self.prob <= 1 and 0 <= self.min_ratio <= self.max_ratio <= 1
-                and 1 <= self.min_span <= self.max_span):
-            raise MtbiError("interleave: need 0 <= prob <= 1, 0 <= min_ratio <= max_ratio <= 1 and "
-                            f"1 <= min_span <= max_span; got {self}")
+                and 1 <= self.min_span <= self.max_span and self.until_step >= 0):
+            raise MtbiError("interleave: need 0 <= prob <= 1, 0 <= min_ratio <= max_ratio <= 1, "
+                            f"1 <= min_span <= max_span and until_step >= 0; got {self}")
 
 
 class InterleavePolicy:
@@ -39,10 +41,11 @@ class InterleavePolicy:
     def __init__(self, config: InterleaveConfig) -> None:
         self.config = config
 
-    def choose(self, num_words: int, rng: random.Random) -> list[bool]:
-        """Per word, True when it is given as speech: all words with probability ``1 - prob``,
-        else spans of ``min_span..max_span`` words covering a drawn share of the words."""
-        if rng.random() >= self.config.prob:
+    def choose(self, num_words: int, rng: random.Random, step: int = 0) -> list[bool]:
+        """Per word, True when it is given as speech: all words with probability ``1 - prob``
+        (and always from ``until_step`` on, when it is set), else spans of ``min_span..max_span``
+        words covering a drawn share of the words. ``step``: the training step (from 0)."""
+        if rng.random() >= self.config.prob or 0 < self.config.until_step <= step:
             return [True] * num_words
         return replace_spans(num_words, rng.uniform(self.config.min_ratio, self.config.max_ratio),
                              self.config.min_span, self.config.max_span, rng)

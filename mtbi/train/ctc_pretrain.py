@@ -141,11 +141,11 @@ def train_ctc(encoder: EncoderConfig, cfg: CtcTrainConfig, train: FeatureSet) ->
     average = None
     batches = [batch for _, batch in zip(range(cfg.steps), sampler)]
     # Features are read (for a raw dir, computed) by a worker while the model trains.
-    loaded = train.features.batches([[train.utts[kept[i]] for i, _ in batch] for batch in batches])
+    loaded = train.features.batches([[train.utts[kept[i]] for i, _, _ in batch] for batch in batches])
     progress = tqdm(zip(batches, loaded), total=cfg.steps, desc="CTC pre-training", unit="step", mininterval=5.0)
     for step, (batch, (_, feats, lens)) in enumerate(progress):
-        indices = [kept[i] for i, _ in batch]
-        feats = spec_augment(feats, lens, [seed for _, seed in batch], cfg)
+        indices = [kept[i] for i, _, _ in batch]
+        feats = spec_augment(feats, lens, [seed for _, seed, _ in batch], cfg)
         loss = model.loss(feats, lens, [targets[i] for i in indices])
         optimizer.zero_grad()
         loss.backward()

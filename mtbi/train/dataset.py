@@ -10,6 +10,7 @@ item is read from disk when asked for.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -44,10 +45,21 @@ class DataConfig:
     response: str = "teacher"       # teacher: imitate its answer; transcript: the reference (ASR SFT)
     interleave: InterleaveConfig = field(default_factory=InterleaveConfig)
     max_frames: int = 3000          # longer utterances (10 ms frames) are left out, and counted
+    # The share of the training utterances trained on (0-1], chosen by a hash of the utterance id:
+    # the same for every system and seed, and a smaller share is a subset of a larger one.
+    utt_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         if self.response not in RESPONSES:
             raise MtbiError(f"data.response '{self.response}': use one of {', '.join(RESPONSES)}")
+        if not 0 < self.utt_fraction <= 1:
+            raise MtbiError(f"data.utt_fraction {self.utt_fraction}: give a share in (0, 1]")
+
+
+def in_utt_fraction(utt: str, fraction: float) -> bool:
+    """Whether utterance ``utt`` is among the ``fraction`` of utterances kept: its id's hash,
+    read as a number in [0, 1), is below ``fraction`` (so the subsets are nested)."""
+    return fraction >= 1 or int.from_bytes(hashlib.sha256(utt.encode()).digest()[:8], "big") / 2 ** 64 < fraction
 
 
 @dataclass
@@ -129,15 +141,17 @@ class TextTokens:
 class ImitationDataset(torch.utils.data.Dataset):
     """Examples of ``targets.jsonl`` whose task is in ``tasks`` and whose utterance has features.
 
-    Items are asked for as ``(index, seed)``: ``seed`` drives the interleaving choice, so an
-    item is the same whenever it is read again (exact resume).
+    Items are asked for as ``(index, seed, batch number)`` (the samplers' items): ``seed`` drives
+    the interleaving choice, and the batch number gives the training step (``batches_per_step``
+    batches a step, the gradient accumulation) for an interleaving curriculum, so an item is the
+    same whenever it is read again (exact resume).
     """
 
     def __init__(self, feats_dir: str | Path, targets: str | Path, tokenizer: PreTrainedTokenizerBase,
                  tasks: list[str], config: DataConfig, word_align: str | Path | None = None,
-                 encoded_dir: str | Path | None = None) -> None:
+                 encoded_dir: str | Path | None = None, batches_per_step: int = 1) -> None:
         self.feats_dir, self.targets = Path(feats_dir), Path(targets)
-        self.tokenizer, self.config = tokenizer, config
+        self.tokenizer, self.config, self.batches_per_step = tokenizer, config, batches_per_step
         self.policy = InterleavePolicy(config.interleave)
         if not self.targets.is_file():
             raise MtbiError(f"{self.targets} is missing; it is made by stage 5")
@@ -156,7 +170,7 @@ class ImitationDataset(torch.utils.data.Dataset):
         self.offsets, self.lengths = array("q"), array("l")
         # For the batch sampler: each example's utterance (numbered) and LLM tokens besides the speech.
         self.utt_index, text_tokens, utt_numbers = array("l"), TextTokens(tokenizer, config.response), {}
-        counts = {"no features": 0, "too long": 0}
+        counts = {"outside utt_fraction": 0, "no features": 0, "too long": 0}
         wanted = set(tasks)
         with open(self.targets, "rb") as f:
             offset = 0
@@ -167,7 +181,9 @@ class ImitationDataset(torch.utils.data.Dataset):
                 except (json.JSONDecodeError, KeyError, TypeError):
                     raise MtbiError(f"{self.targets}:{lineno}: not a targets line; re-run stage 5") from None
                 if task in wanted:
-                    if utt not in usable:
+                    if not in_utt_fraction(utt, config.utt_fraction):
+                        counts["outside utt_fraction"] += 1
+                    elif utt not in usable:
                         counts["no features"] += 1
                     elif num_frames[utt] > config.max_frames:
                         counts["too long"] += 1
@@ -211,8 +227,8 @@ class ImitationDataset(torch.utils.data.Dataset):
         self._targets_file.seek(self.offsets[index])
         return json.loads(self._targets_file.readline())
 
-    def __getitem__(self, item: tuple[int, int]) -> Example:
-        index, seed = item
+    def __getitem__(self, item: tuple[int, int, int]) -> Example:
+        index, seed, batch = item
         record = self._record(index)
         transcript = normalize_transcript(record["transcript"])
         tokens = tokenize_prompt(self.tokenizer, record["prompt"], transcript)
@@ -220,7 +236,7 @@ class ImitationDataset(torch.utils.data.Dataset):
         if self.config.interleave.prob > 0:
             times = self.word_align.times(record["utt"])
             if times is not None and len(times) == tokens.num_words:
-                replaced = self.policy.choose(tokens.num_words, random.Random(seed))
+                replaced = self.policy.choose(tokens.num_words, random.Random(seed), batch // self.batches_per_step)
         else:
             times = None
         segments = build_segments(tokens, replaced, times)

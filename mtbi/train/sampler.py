@@ -2,8 +2,9 @@
 
 Both samplers number their global batches across epochs, and iteration can start at any batch
 number (exact resume). Rank ``r`` of ``world_size`` takes its slice of each global batch, so a
-run on N processes sees the same global batches as a run on one process; the seed of an item
-depends on its batch number and place in the global batch, not on the rank count.
+run on N processes sees the same global batches as a run on one process. Items are
+``(index, seed, batch number)``; the seed of an item depends on its batch number and place in
+the global batch, not on the rank count.
 
 - :class:`BucketBatchSampler`: global batches of ``global_batch_size`` examples. Each epoch
   shuffles the examples (seeded by ``seed`` and the epoch), cuts them into pools of
@@ -64,12 +65,13 @@ class _GlobalBatches(abc.ABC):
         while True:
             batch = self.global_batch(number)
             # The seed of an item depends on its batch number and place, not on the rank count.
-            yield [(batch[j], hash((self.seed, number, j)) & 0x7FFFFFFF) for j in self.rank_slice(batch)]
+            yield [(batch[j], hash((self.seed, number, j)) & 0x7FFFFFFF, number) for j in self.rank_slice(batch)]
             number += 1
 
 
 class BucketBatchSampler(_GlobalBatches):
-    """Yields lists of ``(index, seed)`` for one rank, from batch number ``start`` on, forever."""
+    """Yields lists of ``(index, seed, batch number)`` for one rank, from batch number ``start``
+    on, forever."""
 
     def __init__(self, lengths: Sequence[int], global_batch_size: int, seed: int = 0, world_size: int = 1,
                  rank: int = 0, pool_batches: int = 50, bucketing: bool = True, start: int = 0) -> None:
@@ -105,7 +107,8 @@ class BucketBatchSampler(_GlobalBatches):
 
 
 class TokenBatchSampler(_GlobalBatches):
-    """Yields lists of ``(index, seed)`` for one rank, from batch number ``start`` on, forever.
+    """Yields lists of ``(index, seed, batch number)`` for one rank, from batch number ``start``
+    on, forever.
 
     ``sizes``: each example's LLM sequence length; ``utts``: each example's utterance number
     (None: every example its own). A global batch exceeds ``batch_tokens`` only when it is a

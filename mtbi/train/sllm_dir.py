@@ -48,6 +48,22 @@ def write_config(model_dir: str | Path, resolved: dict) -> None:
         yaml.safe_dump(resolved, f, sort_keys=False)
 
 
+def stored_equivalent(model_dir: str | Path, resolved: dict) -> dict:
+    """``resolved``, or the model dir's own ``config.yaml`` where that says the same in an older
+    form: written by an mtbi whose training config lacked keys added since, which ``resolved``
+    holds at their defaults. Stage 6 then finds an upgraded checkout's model already trained (or
+    resumes it) instead of refusing it as another config's."""
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        return resolved
+    stored = read_config(model_dir)
+    try:
+        filled = {**stored, "train": dataclasses.asdict(from_dict(TrainConfig, stored["train"], str(path)))}
+    except (MtbiError, KeyError, TypeError):  # not a config this version reads: compared as it is
+        return resolved
+    return stored if filled == resolved else resolved
+
+
 def read_config(model_dir: str | Path) -> dict:
     """The resolved config of ``config.yaml``."""
     path = Path(model_dir) / CONFIG_FILE

@@ -355,7 +355,7 @@ class Trainer:
         mine = list(range(self.ddp.rank, count, self.ddp.world_size))
         total = torch.zeros(2)
         for indices in self._valid_batches(mine):
-            batch = collate([self.valid_set[(i, 0)] for i in indices]).to(self.device)
+            batch = collate([self.valid_set[(i, 0, 0)] for i in indices]).to(self.device)
             with self.autocast():
                 out = self.model(batch, 1.0)
             total += torch.tensor([out["ce_sum"].item(), float(batch.num_target_tokens)])

@@ -499,7 +499,7 @@ def test_stage6_too_long_utterances_are_counted_and_left_out(models: dict[str, P
     status, stderr = _train(models, config, tmp_path / "sllm")
     assert status == 0, stderr[-2000:]
     over = sum(1 for n in frames if n > frames[-1] - 1)
-    assert f"(0 no features, {2 * over} too long, 0 empty cut answers left out;" in stderr  # two tasks an utterance
+    assert f"(0 outside utt_fraction, 0 no features, {2 * over} too long, 0 empty cut answers left out;" in stderr  # two tasks an utterance
 
 
 def test_stage6_corrupt_targets_line_is_one_line(models: dict[str, Path], tmp_path: Path) -> None:
