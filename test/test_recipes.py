@@ -138,7 +138,9 @@ def test_driver_options(tmp_path: Path) -> None:
     typo = run(recipe, "--stage", "abc")
     assert typo.returncode == 1 and "--stage must be a whole number" in typo.stderr
     zero = run(recipe, "--nj", "0")
-    assert zero.returncode == 1 and "--nj must be a whole number (nj, gen_nj and system_nj at least 1)" in zero.stderr
+    assert zero.returncode == 1 and "--nj must be a whole number (nj, gen_nj, system_nj and seeds at least 1)" in zero.stderr
+    no_seeds = run(recipe, "--seeds", "0")
+    assert no_seeds.returncode == 1 and "--seeds must be a whole number" in no_seeds.stderr
     unknown_set = run(recipe, "--config_set", "huge")
     assert unknown_set.returncode == 1 and "--config_set huge: conf/huge/teacher.yaml and encoder.yaml not found" \
         in unknown_set.stderr

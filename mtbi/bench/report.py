@@ -64,14 +64,15 @@ def system_markdown(name: str, scores: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _spread_cell(spread: tuple[float, float | None] | None, scale: float, digits: int) -> str:
+def spread_cell(spread: tuple[float, float | None] | None, scale: float, digits: int) -> str:
+    """``mean ± std`` (``mean`` alone for one seed, ``-`` for none), scaled and rounded."""
     if spread is None:
         return "-"
     mean, std = spread
     return f"{mean * scale:.{digits}f}" + ("" if std is None else f" ± {std * scale:.{digits}f}")
 
 
-def _metric_format(metric: str) -> tuple[float, int]:
+def metric_format(metric: str) -> tuple[float, int]:
     """Scale and digits of a fidelity metric's cells: exact match in %, the others 0-1."""
     return (100.0, 1) if metric == "exact_match" else (1.0, 3)
 
@@ -84,7 +85,7 @@ def comparison_markdown(systems: list[SystemRuns], fidelity: dict[str, dict[str,
                         test_set: str) -> str:
     """One row per system: fidelity (``metric``) on each split, held-out accuracy and task
     following, WER (each mean ± std over seeds), training steps and time per run."""
-    scale, digits = _metric_format(metric)
+    scale, digits = metric_format(metric)
     unit = " %" if metric == "exact_match" else ""
     lines = [f"Benchmark on `{test_set}`: fidelity to the teacher's text answers ({METRICS[metric]}{unit}) per split, "
              "held-out task accuracy against the task's reference, held-out task following (answers that do the task "
@@ -95,11 +96,11 @@ def comparison_markdown(systems: list[SystemRuns], fidelity: dict[str, dict[str,
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for system in systems:
         splits = fidelity.get(system.name, {})
-        cells = [_spread_cell(seed_spread(list(splits[s].per_seed)) if s in splits else None, scale, digits)
+        cells = [spread_cell(seed_spread(list(splits[s].per_seed)) if s in splits else None, scale, digits)
                  for s in SPLITS]
-        cells += [_spread_cell(seed_spread([_heldout(sc, key) for sc in system.scores]), 100, 1)
+        cells += [spread_cell(seed_spread([_heldout(sc, key) for sc in system.scores]), 100, 1)
                   for key in ("task_accuracy", "task_following")]
-        cells.append(_spread_cell(seed_spread([sc["wer"] for sc in system.scores]), 100, 1))
+        cells.append(spread_cell(seed_spread([sc["wer"] for sc in system.scores]), 100, 1))
         time = "-" if system.train_seconds is None else f"{system.train_seconds / 60:.1f} min"
         lines.append(f"| {system.name} | {system.scores[0]['input']} | {len(system.scores)} | {' | '.join(cells)} | "
                      f"{system.steps if system.steps is not None else '-'} | {time} |")
@@ -110,7 +111,7 @@ def fidelity_markdown(fidelity: dict[str, dict[str, SplitFidelity]], metric: str
     """Per split: each system's fidelity (mean ± std over seeds [95% bootstrap interval over
     items, seeds pooled], items) and ``reference`` minus it on the same items (interval, paired
     bootstrap p)."""
-    scale, digits = _metric_format(metric)
+    scale, digits = metric_format(metric)
     unit = ", %" if metric == "exact_match" else ", 0-1"
     lines = [f"Fidelity to the teacher ({METRICS[metric]}{unit}): mean ± std over seeds [95% bootstrap interval over "
              f"items, each item averaged over the seeds] (items); {reference} minus the system on the same items "
@@ -124,7 +125,7 @@ def fidelity_markdown(fidelity: dict[str, dict[str, SplitFidelity]], metric: str
                 cells += ["-", "-"]
                 continue
             f = splits[split]
-            cells.append(f"{_spread_cell(seed_spread(list(f.per_seed)), scale, digits)} "
+            cells.append(f"{spread_cell(seed_spread(list(f.per_seed)), scale, digits)} "
                          f"[{f.items.low * scale:.{digits}f}, {f.items.high * scale:.{digits}f}] (n={f.num_items})")
             if f.vs_reference is None:
                 cells.append("-")
@@ -217,7 +218,7 @@ def plot_comparison(fidelity: dict[str, dict[str, SplitFidelity]], metric: str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scale, _ = _metric_format(metric)
+    scale, _ = metric_format(metric)
     names = list(fidelity)
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names) + 2), 3.5))
     width = 0.8 / len(SPLITS)
