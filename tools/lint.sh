@@ -8,7 +8,8 @@ cd "${root}"
 bin=tools/venv/bin
 
 "${bin}/ruff" check mtbi tools test
-# The recipes' own scripts (their links to TEMPLATE are the same files) and the project's.
-mapfile -t scripts < <(find egs -name '*.sh' -not -type l | sort)
+# The recipes' own scripts (their links to TEMPLATE are the same files; not the run_stage<N>.sh
+# that runs write into exp*/) and the project's.
+mapfile -t scripts < <(find egs -name '*.sh' -not -type l -not -path 'egs/*/exp*/*' | sort)
 "${bin}/shellcheck" "${scripts[@]}" tools/install.sh tools/lint.sh tools/gpu_check.sh test/run.sh .ci/run
 echo "lint: ruff and shellcheck passed (${#scripts[@]} recipe scripts)"

@@ -175,7 +175,7 @@ mkdir -p "${expdir}/log"
 # (to a temporary file renamed into place, since the script may be the one running now).
 write_stage_script() {
     local script="${expdir}/run_stage$1.sh"
-    printf '#!/usr/bin/env bash\n# Re-runs stage %s alone with the options of this run.\ncd %q\nexec ./mtbi.sh %s--stage %s --stop_stage %s\n' \
+    printf '#!/usr/bin/env bash\n# Re-runs stage %s alone with the options of this run.\ncd %q || exit 1\nexec ./mtbi.sh %s--stage %s --stop_stage %s\n' \
         "$1" "${PWD}" "${run_args}" "$1" "$1" > "${script}.tmp"
     chmod +x "${script}.tmp"
     mv "${script}.tmp" "${script}"
