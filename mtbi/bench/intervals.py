@@ -81,9 +81,14 @@ class SplitFidelity:
     vs_reference: tuple[Interval, float] | None = None
 
     @property
+    def spread(self) -> tuple[float, float | None]:
+        """Mean and standard deviation (None for one seed) over the seeds' means."""
+        return seed_spread(list(self.per_seed))
+
+    @property
     def std(self) -> float | None:
         """The standard deviation over seeds (None for one seed)."""
-        return seed_spread(list(self.per_seed))[1]
+        return self.spread[1]
 
     def to_json(self) -> dict:
         out = {"mean": self.items.mean, "std": self.std, "per_seed": list(self.per_seed),

@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtbi.bench.intervals import METRICS, SPLITS, SplitFidelity, seed_spread
+from mtbi.bench.intervals import METRICS, SPLITS, Interval, SplitFidelity, seed_spread
 from mtbi.errors import MtbiError
 from mtbi.stage import atomic_write
 from mtbi.tasks.records import record_key
@@ -72,6 +72,14 @@ def spread_cell(spread: tuple[float, float | None] | None, scale: float, digits:
     return f"{mean * scale:.{digits}f}" + ("" if std is None else f" ± {std * scale:.{digits}f}")
 
 
+def difference_cell(vs_reference: tuple[Interval, float], num: int, scale: float, digits: int) -> str:
+    """A paired test's ``difference [interval], p``, scaled and rounded (``num`` resamples)."""
+    diff, p = vs_reference
+    p_text = f"p<{1 / num:.2g}" if p == 0 else f"p={p:.3g}"  # no resample on the other side
+    return (f"{diff.mean * scale:+.{digits}f} [{diff.low * scale:+.{digits}f}, {diff.high * scale:+.{digits}f}], "
+            f"{p_text}")
+
+
 def metric_format(metric: str) -> tuple[float, int]:
     """Scale and digits of a fidelity metric's cells: exact match in %, the others 0-1."""
     return (100.0, 1) if metric == "exact_match" else (1.0, 3)
@@ -96,8 +104,7 @@ def comparison_markdown(systems: list[SystemRuns], fidelity: dict[str, dict[str,
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for system in systems:
         splits = fidelity.get(system.name, {})
-        cells = [spread_cell(seed_spread(list(splits[s].per_seed)) if s in splits else None, scale, digits)
-                 for s in SPLITS]
+        cells = [spread_cell(splits[s].spread if s in splits else None, scale, digits) for s in SPLITS]
         cells += [spread_cell(seed_spread([_heldout(sc, key) for sc in system.scores]), 100, 1)
                   for key in ("task_accuracy", "task_following")]
         cells.append(spread_cell(seed_spread([sc["wer"] for sc in system.scores]), 100, 1))
@@ -125,15 +132,9 @@ def fidelity_markdown(fidelity: dict[str, dict[str, SplitFidelity]], metric: str
                 cells += ["-", "-"]
                 continue
             f = splits[split]
-            cells.append(f"{spread_cell(seed_spread(list(f.per_seed)), scale, digits)} "
+            cells.append(f"{spread_cell(f.spread, scale, digits)} "
                          f"[{f.items.low * scale:.{digits}f}, {f.items.high * scale:.{digits}f}] (n={f.num_items})")
-            if f.vs_reference is None:
-                cells.append("-")
-            else:
-                diff, p = f.vs_reference
-                p_text = f"p<{1 / num:.2g}" if p == 0 else f"p={p:.3g}"  # no resample on the other side
-                cells.append(f"{diff.mean * scale:+.{digits}f} [{diff.low * scale:+.{digits}f}, "
-                             f"{diff.high * scale:+.{digits}f}], {p_text}")
+            cells.append("-" if f.vs_reference is None else difference_cell(f.vs_reference, num, scale, digits))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

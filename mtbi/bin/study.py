@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from mtbi.bench.intervals import METRICS, SplitFidelity
-from mtbi.bench.report import metric_format, replace_marked_section, spread_cell
+from mtbi.bench.report import difference_cell, metric_format, replace_marked_section, spread_cell
 from mtbi.bench.scoring import read_hyps
 from mtbi.bench.study import CLAIM_SPLITS, ClaimRow, Runs, claim_rows, collect_runs, compare_at, steps_to_reach
 from mtbi.cli import run_main
@@ -45,17 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _row(metric: str, row: ClaimRow, reference: str = "mtbi") -> str:
-    scale, digits = metric_format(metric)
-    diff, p = row.fidelity.vs_reference
-    p_text = "p<0.0005" if p == 0 else f"p={p:.3g}"
-    return (f"| {reference} - {row.system} | {CLAIM_SPLITS[row.split]} | {diff.mean * scale:+.{digits}f} "
-            f"[{diff.low * scale:+.{digits}f}, {diff.high * scale:+.{digits}f}] | {p_text} | {row.verdict} |")
+def _row(metric: str, row: ClaimRow, num: int, reference: str = "mtbi") -> str:
+    return (f"| {reference} - {row.system} | {CLAIM_SPLITS[row.split]} | "
+            f"{difference_cell(row.fidelity.vs_reference, num, *metric_format(metric))} | {row.verdict} |")
 
 
 def _cell(metric: str, f: SplitFidelity | None) -> str:
-    scale, digits = metric_format(metric)
-    return "-" if f is None else spread_cell((f.items.mean, f.std), scale, digits)
+    return "-" if f is None else spread_cell(f.spread, *metric_format(metric))
 
 
 def generalization_section(runs: Runs, teacher: list[dict], metric: str, num: int) -> tuple[str, dict]:
@@ -68,8 +64,8 @@ def generalization_section(runs: Runs, teacher: list[dict], metric: str, num: in
     lines = ["### a. MTBI generalizes better than ASR-only SFT and BLSP", "",
              f"Fidelity ({METRICS[metric]}) of MTBI minus each baseline on the same items, seeds pooled: "
              "[95% bootstrap interval], paired bootstrap p.", "",
-             "| comparison | split | difference | p | verdict |", "|---|---|---|---|---|"]
-    lines += [_row(metric, r) for r in rows]
+             "| comparison | split | difference [interval], p | verdict |", "|---|---|---|---|"]
+    lines += [_row(metric, r, num) for r in rows]
     return "\n".join(lines) + "\n", {"rows": [_row_json(r) for r in rows]}
 
 
@@ -99,8 +95,8 @@ def data_section(runs: Runs, teacher: list[dict], metric: str, num: int) -> tupl
                          + " | ".join(_cell(metric, fidelity[tag].get(s)) for s in CLAIM_SPLITS) + " |")
         if "mtbi" in systems:
             rows += [(share, r) for r in claim_rows(fidelity, [t for t in BASELINES if t in systems])]
-    table += ["", "| share | comparison | split | difference | p | verdict |", "|---|---|---|---|---|---|"]
-    table += [f"| {share:.0%} " + _row(metric, r) for share, r in rows]
+    table += ["", "| share | comparison | split | difference [interval], p | verdict |", "|---|---|---|---|---|"]
+    table += [f"| {share:.0%} " + _row(metric, r, num) for share, r in rows]
     reach = []
     for base in BASELINES:
         for split in CLAIM_SPLITS:
@@ -140,12 +136,8 @@ def curve_section(runs: Runs, teacher: list[dict], tags: list[str], metric: str,
             diffs = []
             for split in CLAIM_SPLITS:
                 f = fidelity[tag].get(split)
-                if f is None or f.vs_reference is None:
-                    diffs.append("-")
-                    continue
-                scale, digits = metric_format(metric)
-                diff, p = f.vs_reference
-                diffs.append(f"{diff.mean * scale:+.{digits}f} ({'p<0.0005' if p == 0 else f'p={p:.3g}'})")
+                diffs.append("-" if f is None or f.vs_reference is None
+                             else difference_cell(f.vs_reference, num, *metric_format(metric)))
             table.append(f"| {tag} | {step} | " + " | ".join(_cell(metric, fidelity[tag].get(s)) for s in CLAIM_SPLITS)
                          + " | " + " | ".join(diffs) + " |")
         verdicts += [(step, r) for r in claim_rows(fidelity, [t for t in tags if t != "mtbi"], claimed_positive=False)]
