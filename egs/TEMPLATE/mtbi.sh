@@ -55,6 +55,8 @@ encoder_cache_max_gb=0       # disk budget of each set's cache in GB (0: the fre
 # Benchmark and scoring (stages 7-8)
 bench_opts=          # extra options for mtbi.bin.build_bench, e.g. "--max_utts 500"
 infer_opts=          # extra options for mtbi.bin.infer, e.g. "--batch_size 128"
+bench_checkpoints=false  # true: also answer with every checkpoint of each run but the last (the final
+                         # weights), into <run>/bench_<set>/checkpoints/step_<N>/ (learning curves)
 fidelity_metric=     # the comparison's headline fidelity: exact_match, rouge_l or chrf (default: exact_match
                      # for the tiny set's short rule answers, rouge_l for real LLMs' free-form answers)
 compare_opts=        # extra options for mtbi.bin.compare, e.g. "--readme README.md"
@@ -72,6 +74,7 @@ Stages (select with --stage N --stop_stage M):
   6  SLLM training, one per --train_confs   -> <expdir>/sllm_<tag> (tag: conf/train_<tag>.yaml),
      and seed                                 <expdir>/sllm_<tag>_seed<k> (--seeds > 1)
   7  benchmark inference                   -> <expdir>/sllm_<tag>/bench_<set>/hyp.jsonl
+     (--bench_checkpoints true: also each earlier checkpoint -> .../bench_<set>/checkpoints/step_<N>/hyp.jsonl)
   8  scoring and report                    -> <expdir>/sllm_<tag>/bench_<set>/scores.json,
                                               <expdir>/results_<set>.md (the comparison table)
 
@@ -105,6 +108,7 @@ Options (defaults in brackets):
   --encoder_cache_max_gb disk budget of a set's cache in GB, 0 for the free disk [${encoder_cache_max_gb}]
   --bench_opts           options for mtbi.bin.build_bench [${bench_opts}]
   --infer_opts           options for mtbi.bin.infer [${infer_opts}]
+  --bench_checkpoints    also answer with each earlier checkpoint of a run, true or false [${bench_checkpoints}]
   --fidelity_metric      headline fidelity of the comparison: exact_match, rouge_l or chrf
                          [exact_match for tiny, else rouge_l]
   --compare_opts         options for mtbi.bin.compare [${compare_opts}]
@@ -160,6 +164,11 @@ fi
 if [ "${feats_type}" != raw ] && [ "${feats_type}" != logmel ]; then
     log "ERROR: --feats_type must be raw or logmel, got '${feats_type}'"; exit 1
 fi
+for var in encoder_cache bench_checkpoints; do
+    if [ "${!var}" != true ] && [ "${!var}" != false ]; then
+        log "ERROR: --${var} must be true or false, got '${!var}'"; exit 1
+    fi
+done
 
 . ./path.sh
 . ./cmd.sh
@@ -438,6 +447,21 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
                 python -m mtbi.bin.infer --bench "${bench}" --input speech --out_dir "${out}" --device "${device}" \
                     --model_dir "${model_dir}" --feats_dir "${feats_dir}/${dset}" \
                     --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" "${job_threads[@]}" ${infer_opts}
+            ${bench_checkpoints} || continue
+            checkpoints=("${model_dir}"/checkpoints/step_*)  # zero-padded names: sorted by step
+            [ -d "${checkpoints[0]}" ] || continue
+            for checkpoint in "${checkpoints[@]:0:${#checkpoints[@]}-1}"; do
+                checkpoint=$(basename "${checkpoint}")
+                wait_for_slot
+                log "Stage 7: ${model_dir} at ${checkpoint} on the speech -> ${out}/checkpoints/${checkpoint}"
+                # shellcheck disable=SC2086  # infer_opts holds several options
+                start_job run_and_follow "${out}/checkpoints/${checkpoint}/infer.log" ${decode_cmd} \
+                    --gpu "$(min "${ngpu}" 1)" "${out}/checkpoints/${checkpoint}/infer.log" \
+                    python -m mtbi.bin.infer --bench "${bench}" --input speech --out_dir "${out}/checkpoints/${checkpoint}" \
+                        --device "${device}" --model_dir "${model_dir}" --checkpoint "${checkpoint}" \
+                        --feats_dir "${feats_dir}/${dset}" --teacher_conf "${teacher_conf}" \
+                        --teacher_dir "${teacher_dir}" "${job_threads[@]}" ${infer_opts}
+            done
         done 3< <(sllm_runs ${train_confs})
         wait_jobs
     done

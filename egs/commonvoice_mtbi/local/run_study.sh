@@ -1,0 +1,1 @@
+../../TEMPLATE/local/run_study.sh
