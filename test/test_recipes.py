@@ -26,6 +26,7 @@ from mtbi.data.datadir import read_table, validate_data_dir, write_table
 from mtbi.data.speech_features import SpeechFeatures
 from mtbi.env import read_blocks
 from mtbi.prepare.encoder import EncoderPrepConfig
+from mtbi.train.config import TrainConfig
 
 TINY = "--mini_train 12 --mini_dev 4 --mini_test 4"
 
@@ -265,6 +266,37 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     assert "--stage 8 --stop_stage 8" in rerun
     env_blocks = read_blocks((recipe / "exp" / "log" / "env.txt").read_text())
     assert [b["stage"] for b in env_blocks] == list("123456456") + ["7", "8"]
+
+    # The study on top (local/run_study.sh): the checkpoints' answers (its stage 1 after run.sh),
+    # a training share (stage 2), the interleaving ablations (stage 3) and the report (stage 4).
+    curve_confs = "conf/train_mtbi.yaml conf/train_mtbi_interleave.yaml"
+    curves = run(recipe, "--stage", "7", "--stop_stage", "7", *options, "--train_confs", curve_confs,
+                 "--bench_checkpoints", "true")
+    assert curves.returncode == 0, curves.stderr[-3000:]
+    for run_dir in ("sllm_mtbi", "sllm_mtbi_interleave_seed1"):  # checkpoints at steps 2 and 3 (the final weights)
+        answered = recipe / "exp" / run_dir / "bench_test_clean" / "checkpoints"
+        assert [p.name for p in answered.iterdir()] == ["step_0000002"]
+        assert len((answered / "step_0000002" / "hyp.jsonl").read_text().splitlines()) == len(items)
+    study_options = [o for o in options if o not in ("--seeds", "2")]
+    study = run(recipe, "--seeds", "1", "--fractions", "0.5", "--study_stage", "2", *study_options,
+                script="local/run_study.sh")
+    assert study.returncode == 0, study.stderr[-3000:]
+    conf_dir = recipe / "exp" / "study" / "conf"
+    share = load_config(conf_dir / "train_mtbi_frac50.yaml", TrainConfig)
+    assert share.data.utt_fraction == 0.5 and share.data.response == "teacher"
+    curriculum = load_config(conf_dir / "train_mtbi_il_curriculum.yaml", TrainConfig)
+    assert (curriculum.data.interleave.prob, curriculum.data.interleave.until_step) == (1.0, 300)  # half of 600
+    assert curriculum.data.interleave.max_span == 4  # the rest as in train_mtbi_interleave.yaml
+    assert "outside utt_fraction" in (recipe / "exp" / "sllm_blsp_frac50" / "train.log").read_text()
+    for run_dir in ("sllm_asr_sft_frac50", "sllm_blsp_frac50", "sllm_mtbi_frac50", "sllm_mtbi_il_prob1",
+                    "sllm_mtbi_il_ratio70to90", "sllm_mtbi_il_span4to8", "sllm_mtbi_il_curriculum"):
+        assert len((recipe / "exp" / run_dir / "bench_test_clean" / "hyp.jsonl").read_text().splitlines()) == len(items)
+    assert (recipe / "exp" / "sllm_mtbi_il_prob1" / "bench_test_clean" / "checkpoints" / "step_0000002").is_dir()
+    assert not (recipe / "exp" / "sllm_mtbi_frac50" / "bench_test_clean" / "checkpoints").exists()
+    report = (recipe / "exp" / "study" / "study_test_clean.md").read_text()
+    assert report in (recipe / "README.md").read_text()
+    assert "### a." in report and "| 50% |" in report and "| mtbi_il_curriculum | 2 |" in report
+    assert (recipe / "exp" / "study" / "study_test_clean_curves.png").is_file()
 
 
 def _has_smol_weights() -> bool:

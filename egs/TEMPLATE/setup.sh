@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates a new recipe from TEMPLATE: links the shared files (mtbi.sh, path.sh, cmd.sh, utils,
-# local/{run_baselines,mini_opts,import_data}.sh, conf/*.yaml, conf/smol/*.yaml, conf/slurm.conf), copies conf/real/*.yaml (this recipe's to edit) and
+# local/{run_baselines,run_study,mini_opts,import_data}.sh, conf/*.yaml, conf/smol/*.yaml, conf/slurm.conf), copies conf/real/*.yaml (this recipe's to edit) and
 # writes run.sh, db.sh and a local/data.sh stub, the one corpus-specific file.
 #
 #   egs/TEMPLATE/setup.sh egs/mycorpus_mtbi
@@ -19,7 +19,7 @@ rel=$(realpath --relative-to="${target}" "${template}")
 for f in mtbi.sh path.sh cmd.sh utils; do
     ln -s "${rel}/${f}" "${target}/${f}"
 done
-for f in run_baselines.sh mini_opts.sh import_data.sh; do
+for f in run_baselines.sh run_study.sh mini_opts.sh import_data.sh; do
     ln -s "../${rel}/local/${f}" "${target}/local/${f}"
 done
 # Shared configs are linked one by one: replace a link with a file to change it for this recipe.

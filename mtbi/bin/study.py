@@ -154,9 +154,11 @@ def curve_section(runs: Runs, teacher: list[dict], tags: list[str], metric: str,
             reached.setdefault(tag, {})[split] = step
             cells.append("-" if step is None else str(step))
         lines.append(f"| {tag} | " + " | ".join(cells) + " |")
-    interleave = [(s, r) for s, r in verdicts if r.system == "mtbi_interleave"]
-    lines += ["", "Verdicts for MTBI + interleaving against MTBI at equal steps (the claim: interleaving is ahead):", ""]
-    lines += [f"- step {s}, {CLAIM_SPLITS[r.split]}: {r.verdict}" for s, r in interleave]
+    lines += ["", "Verdicts of each system against MTBI at equal steps (the claim: interleaving is ahead):", "",
+              "| system | step | " + " | ".join(CLAIM_SPLITS.values()) + " |", "|---|---|---|---|"]
+    by_row = {(s, r.system, r.split): r.verdict for s, r in verdicts}
+    lines += [f"| {tag} | {step} | " + " | ".join(by_row.get((step, tag, split), "-") for split in CLAIM_SPLITS) + " |"
+              for tag in tags if tag != "mtbi" for step in steps]
     series = {t: {str(s): {k: f.to_json() for k, f in by_split.items()} for s, by_split in c.items()}
               for t, c in curves.items()}
     return "\n".join(lines) + "\n", {"steps_to_reach": reached, "points": series, "_curves": curves,
