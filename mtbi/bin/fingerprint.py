@@ -14,9 +14,9 @@ import json
 import sys
 from pathlib import Path
 
+from mtbi.bench.fingerprint import differences, recipe_fingerprint
 from mtbi.cli import run_main
 from mtbi.errors import MtbiError
-from mtbi.bench.fingerprint import differences, recipe_fingerprint
 from mtbi.stage import atomic_write
 
 
