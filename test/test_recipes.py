@@ -239,6 +239,8 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert "teacher already prepared" in again.stderr, again.stderr
     assert "already trained with this config" in again.stderr
+    run_dir = recipe / "exp" / "sllm_mtbi"  # the re-run's log beside the training's, which is kept
+    assert "already trained" in (run_dir / "train.log").read_text() and "training done" in (run_dir / "train.log.1").read_text()
     assert "already done" in (recipe / "exp" / "targets" / "dev_clean" / "log" / "make_targets.1.log").read_text()
 
     bench = run(recipe, "--stage", "7", "--stop_stage", "8", *options,

@@ -227,10 +227,16 @@ sllm_runs() {
 }
 
 # Run a long job through a launcher ("$@", which writes the log file $1 names) and follow its
-# log on the terminal until it ends; fail when it fails.
+# log on the terminal until it ends; fail when it fails. The log of an earlier run of the job (one
+# that finished, failed or was killed) is kept as <log>.<n>.
 run_and_follow() {
     local log_file=$1; shift
     mkdir -p "$(dirname "${log_file}")"
+    if [ -s "${log_file}" ]; then
+        local n=1
+        while [ -e "${log_file}.${n}" ]; do n=$((n + 1)); done
+        mv "${log_file}" "${log_file}.${n}"
+    fi
     touch "${log_file}"
     "$@" &
     local job=$!
