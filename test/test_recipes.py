@@ -140,6 +140,10 @@ def test_driver_options(tmp_path: Path) -> None:
     assert typo.returncode == 1 and "--stage must be a whole number" in typo.stderr
     zero = run(recipe, "--nj", "0")
     assert zero.returncode == 1 and "--nj must be a whole number (nj, gen_nj, system_nj and seeds at least 1)" in zero.stderr
+    threads = run(recipe, "--num_threads", "two")
+    assert threads.returncode == 1 and "--num_threads must be a whole number" in threads.stderr
+    curves = run(recipe, "--bench_checkpoints", "yes")
+    assert curves.returncode == 1 and 'expected "true" or "false": --bench_checkpoints yes' in curves.stderr
     no_seeds = run(recipe, "--seeds", "0")
     assert no_seeds.returncode == 1 and "--seeds must be a whole number" in no_seeds.stderr
     unknown_set = run(recipe, "--config_set", "huge")

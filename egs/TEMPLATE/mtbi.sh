@@ -47,6 +47,8 @@ ngpu=0               # GPUs per training run (stage 6; 0: CPU, > 1: torchrun DDP
                      # their GPUs from MTBI_GPUS (default: all GPUs here) and wait until enough are free
 system_nj=1          # SLLMs trained (stage 6) and benchmarked (stage 7) at once; on CPU they share the cores,
                      # on GPUs each has its own (--ngpu for training, one for the benchmark)
+num_threads=0        # torch threads of each CPU job of stages 6-7 (encoder cache, training, answering); 0: the
+                     # cores shared among --system_nj jobs. The weights depend on it: fix it to compare machines
 train_opts=          # extra options for mtbi.bin.train, e.g. "--num_threads 8"
 encoder_cache=true   # cache a frozen encoder's outputs once and train from them (disk: frames x channels x 2 bytes)
 encoder_cache_dtype=float16  # float16 or float32: how the cache stores the outputs
@@ -102,6 +104,7 @@ Options (defaults in brackets):
   --ngpu                 GPUs per training run, 0 for CPU; > 0 also runs stages 5 and 7 on one GPU a job;
                          local jobs take GPUs from MTBI_GPUS [all] and wait for free ones [${ngpu}]
   --system_nj            SLLMs trained and benchmarked at once (CPU: cores shared; GPU: their own) [${system_nj}]
+  --num_threads          torch threads of each CPU job of stages 6-7, 0 for the cores shared [${num_threads}]
   --train_opts           options for mtbi.bin.train [${train_opts}]
   --encoder_cache        cache the frozen encoder's outputs for training, true or false [${encoder_cache}]
   --encoder_cache_dtype  float16 or float32 [${encoder_cache_dtype}]
@@ -137,7 +140,7 @@ for var in train_set valid_set test_sets; do
         log "ERROR: --${var} is required (set it in run.sh)"; exit 1
     fi
 done
-for var in stage stop_stage nj gen_nj system_nj ngpu seeds; do
+for var in stage stop_stage nj gen_nj system_nj ngpu seeds num_threads; do
     if ! [[ "${!var}" =~ ^[0-9]+$ ]] || { [[ "${var}" =~ nj$|^seeds$ ]] && [ "${!var}" -eq 0 ]; }; then
         log "ERROR: --${var} must be a whole number (nj, gen_nj, system_nj and seeds at least 1), got '${!var}'"; exit 1
     fi
@@ -164,11 +167,6 @@ fi
 if [ "${feats_type}" != raw ] && [ "${feats_type}" != logmel ]; then
     log "ERROR: --feats_type must be raw or logmel, got '${feats_type}'"; exit 1
 fi
-for var in encoder_cache bench_checkpoints; do
-    if [ "${!var}" != true ] && [ "${!var}" != false ]; then
-        log "ERROR: --${var} must be true or false, got '${!var}'"; exit 1
-    fi
-done
 
 . ./path.sh
 . ./cmd.sh
@@ -250,9 +248,16 @@ run_and_follow() {
 
 # Start "$@" in the background, with at most ${system_nj} such jobs running (wait_for_slot waits
 # for a free one); wait_jobs waits for the rest. A job that fails stops the stage. On CPU each job
-# gets its share of the cores.
+# gets --num_threads threads, or its share of the cores.
 running_jobs=0
-[ "${ngpu}" -eq 0 ] && [ "${system_nj}" -gt 1 ] && job_threads=(--num_threads $(( $(nproc) / system_nj > 0 ? $(nproc) / system_nj : 1 ))) || job_threads=()
+job_threads=()
+cache_threads=()  # the encoder cache runs alone: all the cores, unless --num_threads is set
+if [ "${ngpu}" -eq 0 ] && [ "${num_threads}" -gt 0 ]; then
+    job_threads=(--num_threads "${num_threads}")
+    cache_threads=(--num_threads "${num_threads}")
+elif [ "${ngpu}" -eq 0 ] && [ "${system_nj}" -gt 1 ]; then
+    job_threads=(--num_threads $(( $(nproc) / system_nj > 0 ? $(nproc) / system_nj : 1 )))
+fi
 wait_for_slot() {
     if [ "${running_jobs}" -ge "${system_nj}" ]; then
         wait -n
@@ -390,7 +395,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
                 ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${expdir}/encoder_cache/log/encode_feats.${dset}.log" \
                 python -m mtbi.bin.encode_feats --encoder_dir "${encoder_dir}" --feats_dir "${feats_dir}/${dset}" \
                     --targets "${expdir}/targets/${dset}/targets.jsonl" --out_dir "${cache}" --device "${device}" \
-                    --dtype "${encoder_cache_dtype}" --max_gb "${encoder_cache_max_gb}"
+                    --dtype "${encoder_cache_dtype}" --max_gb "${encoder_cache_max_gb}" "${cache_threads[@]}"
             # Over its disk budget a set has no cache: training computes its encoder outputs.
             if [ -f "${cache}/.done" ]; then
                 [ "${dset}" = "${train_set}" ] && cache_opts+=(--train_encoded "${cache}") || cache_opts+=(--valid_encoded "${cache}")

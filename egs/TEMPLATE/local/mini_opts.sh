@@ -5,7 +5,8 @@
 #   tiny: within 30 minutes, so one seed of each baseline (two seeds took 34 minutes; the README's
 #         tables come from local/run_baselines.sh, three seeds). The benchmark takes 100 of the 200
 #         test utterances (2500 questions per run); two jobs make the targets, and two SLLMs train
-#         (and answer) at once.
+#         (and answer) at once, one thread each on any machine (the weights depend on the thread
+#         count; conf/teacher_tiny.yaml and encoder_tiny.yaml fix theirs too).
 #   smol: SmolLM2-135M writes about 2 answers a second on 2 cores, so the teacher answers every
 #         train task of 100 of the 2000 train utterances (1000 answers) and of 8 valid ones, and
 #         the benchmark takes 10 test utterances (250 questions per system).
@@ -20,5 +21,5 @@ done
 case "${mini_config_set}" in
     smol) mini_opts=(--gen_opts "--max_utts 100" --gen_valid_opts "--max_utts 8" --bench_opts "--max_utts 10"
                      --gen_nj 2 --system_nj 2) ;;
-    *) mini_opts=(--bench_opts "--max_utts 100" --gen_nj 2 --system_nj 2) ;;
+    *) mini_opts=(--bench_opts "--max_utts 100" --gen_nj 2 --system_nj 2 --num_threads 1) ;;
 esac
