@@ -6,7 +6,7 @@
 #         tables come from local/run_baselines.sh, three seeds). The benchmark takes 100 of the 200
 #         test utterances (2500 questions per run); two jobs make the targets, and two SLLMs train
 #         (and answer) at once, one thread each on any machine (the weights depend on the thread
-#         count; conf/teacher_tiny.yaml and encoder_tiny.yaml fix theirs too).
+#         count; conf/encoder_tiny.yaml fixes the encoder's too).
 #   smol: SmolLM2-135M writes about 2 answers a second on 2 cores, so the teacher answers every
 #         train task of 100 of the 2000 train utterances (1000 answers) and of 8 valid ones, and
 #         the benchmark takes 10 test utterances (250 questions per system).
