@@ -283,7 +283,7 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
         answered = recipe / "exp" / run_dir / "bench_test_clean" / "checkpoints"
         assert [p.name for p in answered.iterdir()] == ["step_0000002"]
         assert len((answered / "step_0000002" / "hyp.jsonl").read_text().splitlines()) == len(items)
-    study_options = [o for o in options if o not in ("--seeds", "2")]
+    study_options = options[:options.index("--seeds")]  # the study's own --seeds
     study = run(recipe, "--seeds", "1", "--fractions", "0.5", "--study_stage", "2", *study_options,
                 script="local/run_study.sh")
     assert study.returncode == 0, study.stderr[-3000:]
