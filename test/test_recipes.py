@@ -144,6 +144,10 @@ def test_driver_options(tmp_path: Path) -> None:
     assert threads.returncode == 1 and "--num_threads must be a whole number" in threads.stderr
     curves = run(recipe, "--bench_checkpoints", "yes")
     assert curves.returncode == 1 and 'expected "true" or "false": --bench_checkpoints yes' in curves.stderr
+    share = run(recipe, "--fractions", "0.5 2", script="local/run_study.sh")
+    assert share.returncode == 1 and "--fractions: each must be a number between 0 and 1" in share.stderr
+    study_stage = run(recipe, "--study_stage", "two", script="local/run_study.sh")
+    assert study_stage.returncode == 1 and "--study_stage must be a whole number" in study_stage.stderr
     no_seeds = run(recipe, "--seeds", "0")
     assert no_seeds.returncode == 1 and "--seeds must be a whole number" in no_seeds.stderr
     unknown_set = run(recipe, "--config_set", "huge")

@@ -40,9 +40,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 . ./path.sh
-if ! [[ "${seeds}" =~ ^[1-9][0-9]*$ ]]; then
-    log "ERROR: --seeds must be a whole number of at least 1, got '${seeds}'"; exit 1
-fi
+for var in seeds study_stage study_stop_stage; do
+    if ! [[ "${!var}" =~ ^[1-9][0-9]*$ ]]; then
+        log "ERROR: --${var} must be a whole number of at least 1, got '${!var}'"; exit 1
+    fi
+done
 for fraction in ${fractions}; do
     if ! python -c "import sys; sys.exit(not 0 < float(sys.argv[1]) < 1)" "${fraction}" 2>/dev/null; then
         log "ERROR: --fractions: each must be a number between 0 and 1 (the full data is stage 1's), got '${fraction}'"
