@@ -450,28 +450,26 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
         # shellcheck disable=SC2086  # train_confs holds several paths
         while read -r -u 3 _ _ model_dir; do
             require "${model_dir}/model.safetensors" "stage 6"
-            out="${model_dir}/bench_${dset}"
-            wait_for_slot
-            log "Stage 7: ${model_dir} on the speech -> ${out}"
-            # shellcheck disable=SC2086  # infer_opts holds several options
-            start_job run_and_follow "${out}/infer.log" ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/infer.log" \
-                python -m mtbi.bin.infer --bench "${bench}" --input speech --out_dir "${out}" --device "${device}" \
-                    --model_dir "${model_dir}" --feats_dir "${feats_dir}/${dset}" \
-                    --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" "${job_threads[@]}" ${infer_opts}
-            ${bench_checkpoints} || continue
-            checkpoints=("${model_dir}"/checkpoints/step_*)  # zero-padded names: sorted by step
-            [ -d "${checkpoints[0]}" ] || continue
-            for checkpoint in "${checkpoints[@]:0:${#checkpoints[@]}-1}"; do
-                checkpoint=$(basename "${checkpoint}")
+            # The final weights (""), and with --bench_checkpoints each earlier checkpoint; the
+            # names are zero-padded, so the glob sorts them by step and the last is the final weights.
+            weights=("")
+            if ${bench_checkpoints}; then
+                checkpoints=("${model_dir}"/checkpoints/step_*)
+                if [ -d "${checkpoints[0]}" ]; then
+                    for checkpoint in "${checkpoints[@]:0:${#checkpoints[@]}-1}"; do weights+=("${checkpoint##*/}"); done
+                fi
+            fi
+            for checkpoint in "${weights[@]}"; do
+                out="${model_dir}/bench_${dset}${checkpoint:+/checkpoints/${checkpoint}}"
+                checkpoint_opts=()
+                [ -n "${checkpoint}" ] && checkpoint_opts=(--checkpoint "${checkpoint}")
                 wait_for_slot
-                log "Stage 7: ${model_dir} at ${checkpoint} on the speech -> ${out}/checkpoints/${checkpoint}"
+                log "Stage 7: ${model_dir}${checkpoint:+ at ${checkpoint}} on the speech -> ${out}"
                 # shellcheck disable=SC2086  # infer_opts holds several options
-                start_job run_and_follow "${out}/checkpoints/${checkpoint}/infer.log" ${decode_cmd} \
-                    --gpu "$(min "${ngpu}" 1)" "${out}/checkpoints/${checkpoint}/infer.log" \
-                    python -m mtbi.bin.infer --bench "${bench}" --input speech --out_dir "${out}/checkpoints/${checkpoint}" \
-                        --device "${device}" --model_dir "${model_dir}" --checkpoint "${checkpoint}" \
-                        --feats_dir "${feats_dir}/${dset}" --teacher_conf "${teacher_conf}" \
-                        --teacher_dir "${teacher_dir}" "${job_threads[@]}" ${infer_opts}
+                start_job run_and_follow "${out}/infer.log" ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/infer.log" \
+                    python -m mtbi.bin.infer --bench "${bench}" --input speech --out_dir "${out}" --device "${device}" \
+                        --model_dir "${model_dir}" "${checkpoint_opts[@]}" --feats_dir "${feats_dir}/${dset}" \
+                        --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" "${job_threads[@]}" ${infer_opts}
             done
         done 3< <(sllm_runs ${train_confs})
         wait_jobs
