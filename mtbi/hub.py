@@ -60,10 +60,10 @@ def is_hub_id(name: str) -> bool:
 
 
 def resolve_model(model: str, revision: str | None = None, base_dir: str | Path = ".",
-                  what: str = "model_dir") -> ResolvedModel:
+                  what: str = "model_dir", patterns: list[str] = MODEL_FILES) -> ResolvedModel:
     """The local files of ``model``: a dir (relative paths from ``base_dir``), else the snapshot of
-    the hub repo ``model`` at ``revision`` (default: its main branch), downloaded when not cached.
-    ``what`` names the setting in error messages."""
+    the hub repo ``model`` at ``revision`` (default: its main branch), downloaded when not cached
+    (only the files matching ``patterns``). ``what`` names the setting in error messages."""
     local = Path(base_dir) / model
     if local.is_dir():
         if revision:
@@ -73,11 +73,11 @@ def resolve_model(model: str, revision: str | None = None, base_dir: str | Path 
     if not is_hub_id(model):
         raise MtbiError(f"{what} '{model}': no such local dir ({local.resolve()}), and not a hub id "
                         "(owner/name); fix the path or name a Hugging Face model id")
-    path = _snapshot(model, revision, what)
+    path = _snapshot(model, revision, what, patterns)
     return ResolvedModel(path, model, path.name)
 
 
-def _snapshot(repo_id: str, revision: str | None, what: str) -> Path:
+def _snapshot(repo_id: str, revision: str | None, what: str, patterns: list[str]) -> Path:
     """``snapshot_download`` with its failures turned into one-line errors that say what to do."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.constants import HF_HUB_CACHE
@@ -91,7 +91,7 @@ def _snapshot(repo_id: str, revision: str | None, what: str) -> Path:
 
     at = f"{repo_id}@{revision}" if revision else repo_id
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=MODEL_FILES))
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except GatedRepoError:
         raise MtbiError(f"{what} '{at}' is a gated hub repo: accept its terms on huggingface.co and log in "
                         "(hf auth login, or set HF_TOKEN)") from None

@@ -285,3 +285,26 @@ def answer_resumably(path: Path, stamp: dict, items: Sequence[Any], answer: Call
             f.flush()
             os.fsync(f.fileno())
             progress.update(len(chunk))
+
+
+def answer_to_file(final: PathLike, stamp: dict, items: Sequence[Any], answer: Callable[[list], list[Any]],
+                   record: Callable[[Any, Any], dict], key: Callable[[dict], Hashable], chunk_size: int,
+                   desc: str) -> Path:
+    """Answer ``items`` into the jsonl ``final``, sorted by ``key``: through ``<stem>.partial.jsonl``
+    with :func:`answer_resumably`, so a killed run resumes; skipped when it is done with the same
+    ``stamp`` (its marker: ``.<stem>.done`` beside it). Returns ``final``."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f"{final.stem}.partial{final.suffix}")
+    step = Step(marker(final.parent, final.stem), stamp, outputs=[final])
+    if step.skip(f"{final} is already done"):
+        return final
+    answer_resumably(partial, stamp, items, answer, record, key, chunk_size, desc)
+    with open(partial, encoding="utf-8") as f:
+        records = sorted((json.loads(line) for line in f), key=key)
+    with atomic_write(final) as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    partial.unlink()
+    stamp_file(partial).unlink()
+    step.mark_done()
+    return final

@@ -1,10 +1,11 @@
-"""Shared fixtures: small corpora in the real LibriSpeech and Common Voice layouts."""
+"""Shared fixtures: small corpora in the real LibriSpeech and Common Voice layouts; an offline hub cache."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 import soundfile as sf
@@ -63,3 +64,13 @@ def commonvoice_root(tmp_path: Path) -> Path:
     write_cv_tsv(root / "dev.tsv", rows[4:5])
     write_cv_tsv(root / "test.tsv", rows[5:6])
     return root
+
+
+@pytest.fixture()
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty hub cache, offline (as HF_HUB_CACHE and HF_HUB_OFFLINE=1 would make it)."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache

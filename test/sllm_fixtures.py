@@ -1,5 +1,6 @@
 """Small real data for SLLM tests: espeak-ng speech with word timings, Whisper log-mel
-features (kaldiio), rule-made targets, a random tiny Conformer encoder dir and a random teacher."""
+features (kaldiio), rule-made targets, a random tiny Conformer encoder dir, a random teacher, and
+a trained-like SLLM dir (random connector)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ import kaldiio
 import soxr
 import torch
 import yaml
+from safetensors.torch import save_file
 from teacher_fixtures import SENTENCES, make_random_teacher
 
 from mtbi.data.features import SAMPLE_RATE, log_mel
+from mtbi.hub import ResolvedModel
 from mtbi.mini.rules import rule_answer
 from mtbi.mini.tts import Synthesizer, Voice
 from mtbi.models.encoders import ConformerConfig, EncoderConfig, build_encoder, save_encoder
+from mtbi.models.speech_llm import SpeechLLMConfig, build_speech_llm
 from mtbi.tasks.bank import load_task_bank
+from mtbi.tasks.generation import GenerationParams
+from mtbi.train import sllm_dir
+from mtbi.train.config import TrainConfig
 
 TASKS = ("transcription", "qa_subject", "qa_color", "continuation")
 VOICES = (Voice("en-us", 175, 50), Voice("en-gb-x-rp+f3", 160, 60))
@@ -71,3 +78,15 @@ def make_training_setup(root: Path) -> dict:
 def make_model_dirs(root: Path) -> tuple[Path, Path]:
     """(encoder dir, teacher dir) with random weights."""
     return make_random_encoder(root / "encoder"), make_random_teacher(root / "teacher")
+
+
+def make_trained_dir(llm: ResolvedModel, encoder: Path, model_dir: Path) -> Path:
+    """A stage-6-like SLLM dir with random connector weights over ``encoder`` and the LLM ``llm``."""
+    torch.manual_seed(0)
+    config = TrainConfig(model=SpeechLLMConfig())
+    model, _ = build_speech_llm(config.model, encoder, llm.path)
+    model_dir.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.trainable_state_dict().items()}, model_dir / "model.safetensors")
+    sllm_dir.write_config(model_dir, sllm_dir.resolved_config(config, "random", "float32", encoder, llm, model_dir,
+                                                               GenerationParams(max_new_tokens=8, batch_size=2)))
+    return model_dir

@@ -8,24 +8,21 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
-from sllm_fixtures import make_imitation_data, make_model_dirs
+from sllm_fixtures import make_imitation_data, make_model_dirs, make_trained_dir
 from teacher_fixtures import SENTENCES
 
 from mtbi.bench.build import BenchItem, build_bench, read_bench, write_bench
-from mtbi.bench.infer import SpeechAnswerer, run_inference, speech_segments
+from mtbi.bench.infer import SpeechAnswerer, run_inference
 from mtbi.bench.metrics import bleu, exact_match, follows_task, is_transcription, normalize_answer, rouge_l, word_error_rate
 from mtbi.bench.scoring import score_system
+from mtbi.data.speech_features import SpeechFeatures
 from mtbi.errors import MtbiError
 from mtbi.hub import ResolvedModel
 from mtbi.models.interleave import SpeechSegment, TextSegment, build_segments
-from mtbi.models.speech_llm import SpeechLLMConfig, build_speech_llm
 from mtbi.models.speech_prompt import tokenize_prompt
+from mtbi.pretrained import SpeechLLM, speech_segments
 from mtbi.tasks.bank import load_task_bank
 from mtbi.tasks.generation import GenerationParams
-from mtbi.train import sllm_dir
-from mtbi.train.config import TrainConfig
 from mtbi.train.sllm_dir import load_sllm
 
 BANK = load_task_bank()
@@ -164,14 +161,7 @@ def sllm(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("bench")
     encoder, teacher = make_model_dirs(root)
     data = make_imitation_data(root / "data", num_utts=4)
-    torch.manual_seed(0)
-    config = TrainConfig(model=SpeechLLMConfig())
-    model, _ = build_speech_llm(config.model, encoder, teacher)
-    model_dir = root / "sllm"
-    model_dir.mkdir()
-    save_file({k: v.contiguous() for k, v in model.trainable_state_dict().items()}, model_dir / "model.safetensors")
-    sllm_dir.write_config(model_dir, sllm_dir.resolved_config(config, "random", "float32", encoder,
-                                                               ResolvedModel(teacher), model_dir))
+    model_dir = make_trained_dir(ResolvedModel(teacher), encoder, root / "sllm")
     texts = {}
     for line in data["targets"].read_text().splitlines():
         record = json.loads(line)
@@ -191,10 +181,10 @@ def test_speech_prompts_hold_no_transcript_and_match_training(sllm: dict) -> Non
 
 
 def test_batched_speech_answers_equal_one_by_one_answers(sllm: dict) -> None:
-    model, tokenizer = load_sllm(sllm["model_dir"])
+    model = SpeechLLM.from_pretrained(sllm["model_dir"])
     items = build_bench(sllm["texts"], BANK)[::7]
-    batched = SpeechAnswerer(model, tokenizer, sllm["feats"], GenerationParams(max_new_tokens=6, batch_size=8))
-    single = SpeechAnswerer(model, tokenizer, sllm["feats"], GenerationParams(max_new_tokens=6, batch_size=1))
+    batched = SpeechAnswerer(model, SpeechFeatures(sllm["feats"]), GenerationParams(max_new_tokens=6, batch_size=8))
+    single = SpeechAnswerer(model, SpeechFeatures(sllm["feats"]), GenerationParams(max_new_tokens=6, batch_size=1))
     answers = batched.answer(items)
     assert len(answers) == len(items) and any(answers)
     assert answers == single.answer(items)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 import yaml
 from hub_fixtures import add_to_hub_cache
@@ -16,16 +15,6 @@ from mtbi.errors import MtbiError
 from mtbi.hub import ResolvedModel, is_hub_id, relative_path, resolve_model
 from mtbi.prepare.teacher import INFO_FILE, TeacherConfig, prepare_teacher, teacher_model, teacher_step
 from mtbi.tasks.bank import load_task_bank
-
-
-@pytest.fixture()
-def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty hub cache, offline (as HF_HUB_CACHE and HF_HUB_OFFLINE=1 would make it)."""
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 def test_hub_ids_and_relative_references(tmp_path: Path) -> None:

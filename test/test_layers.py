@@ -9,6 +9,8 @@ from conftest import REPO_ROOT
 
 # Bottom first. The mini world (espeak-ng corpus, rule tasks, tiny teacher) sits above the
 # toolkit's training code it uses and below the stage-4 preparation and the benchmark that use it.
+# A trained model for users (pretrained) reads the trained dir and answers with the models; the
+# benchmark answers through it; exporting a model writes its card from the benchmark's scores.
 LAYERS = [
     ["mtbi.errors"],
     ["mtbi.stage", "mtbi.env", "mtbi.run_lock"],
@@ -18,8 +20,10 @@ LAYERS = [
     ["mtbi.tasks"],
     ["mtbi.models"],
     ["mtbi.train"],
+    ["mtbi.pretrained"],
     ["mtbi.mini"],
     ["mtbi.bench", "mtbi.prepare"],
+    ["mtbi.export", "mtbi.model_card"],
     ["mtbi.bin"],
 ]
 

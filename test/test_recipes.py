@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import kaldiio
@@ -204,6 +205,7 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     conf = quick_configs(recipe / "conf", tmp_path / "quick")
     stages = run(recipe, "--stage", "1", "--stop_stage", "1", "--local_data_opts", TINY)
     assert stages.returncode == 0, stages.stderr[-3000:]
+    flacs = {utt: recipe / path for utt, path in read_table(recipe / "data" / "test_clean" / "wav.scp").items()}
     # Stages 2-8 read the data dirs as ESPnet and Kaldi recipes write them: recordings cut by
     # segments, half of them through pipes.
     for dset in ("train_clean_100", "dev_clean", "test_clean"):
@@ -276,6 +278,24 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     assert "--stage 8 --stop_stage 8" in rerun
     env_blocks = read_blocks((recipe / "exp" / "log" / "env.txt").read_text())
     assert [b["stage"] for b in env_blocks] == list("123456456") + ["7", "8"]
+
+    # The trained model in users' hands: asked about a test utterance's FLAC file with the
+    # benchmark's question (mtbi.bin.ask), from its dir and from its export moved elsewhere, it
+    # gives the benchmark's answer.
+    hyps = [json.loads(line) for line in (recipe / "exp" / "sllm_mtbi" / "bench_test_clean" / "hyp.jsonl").open()]
+    exported = subprocess.run([sys.executable, "-m", "mtbi.bin.export", "--model_dir", "exp/sllm_mtbi", "--out_dir",
+                               str(tmp_path / "share" / "my_sllm")], cwd=recipe, capture_output=True, text=True)
+    assert exported.returncode == 0, exported.stderr
+    card = (tmp_path / "share" / "my_sllm" / "README.md").read_text()
+    assert "### test_clean" in card and "| seen prompts | 40 | " in card and "demo model" in card
+    shutil.move(tmp_path / "share", tmp_path / "moved")
+    for item in (hyps[0], next(h for h in hyps if h["split"] == "heldout")):
+        for model_dir in ("exp/sllm_mtbi", str(tmp_path / "moved" / "my_sllm")):
+            asked = subprocess.run([sys.executable, "-m", "mtbi.bin.ask", "--model_dir", model_dir, "--wav",
+                                    str(flacs[item["utt"]]), "--question", item["prompt"]],
+                                   cwd=recipe, capture_output=True, text=True)
+            assert asked.returncode == 0, asked.stderr
+            assert asked.stdout == item["hyp"] + "\n", (model_dir, item)
 
     # The study on top (local/run_study.sh): the checkpoints' answers (its stage 1 after run.sh),
     # a training share (stage 2), the interleaving ablations (stage 3) and the report (stage 4).

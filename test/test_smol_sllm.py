@@ -13,10 +13,12 @@ from sllm_fixtures import make_imitation_data
 from mtbi.bench.build import BenchItem
 from mtbi.bench.infer import SpeechAnswerer
 from mtbi.config import load_config
+from mtbi.data.speech_features import SpeechFeatures
 from mtbi.models.speech_llm import build_speech_llm
 from mtbi.packaged import find_packaged_file
 from mtbi.prepare.encoder import EncoderPrepConfig, prepare_encoder
 from mtbi.prepare.teacher import convert_gguf
+from mtbi.pretrained import SpeechLLM
 from mtbi.tasks.generation import GenerationParams
 from mtbi.train.config import TrainConfig
 from mtbi.train.dataset import DataConfig, ImitationDataset, collate
@@ -66,7 +68,7 @@ def test_smol_sllm_overfits(tmp_path: Path) -> None:
 
     items = [BenchItem(e.utt, e.task, f"p{i}", "seen", dataset._record(i)["prompt"],
                        dataset._record(i)["transcript"], None) for i, e in enumerate(examples)]
-    answers = SpeechAnswerer(model.eval(), tokenizer, data["feats"],
+    answers = SpeechAnswerer(SpeechLLM(model, tokenizer), SpeechFeatures(data["feats"]),
                              GenerationParams(max_new_tokens=24, batch_size=8)).answer(items)
     targets = [tokenizer.decode(e.response, skip_special_tokens=True).strip() for e in examples]
     for target, answer in zip(targets, answers):

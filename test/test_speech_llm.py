@@ -1,4 +1,4 @@
-"""SpeechLLM: forward/backward, what is frozen, LoRA on and off, the KL loss, weight round trips."""
+"""SpeechLLMModel: forward/backward, what is frozen, LoRA on and off, the KL loss, weight round trips."""
 
 from __future__ import annotations
 

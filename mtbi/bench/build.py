@@ -8,6 +8,9 @@ Each item carries the task's own reference where the task has one (the transcrip
 transcription; the rule's answer for the other tasks on mini-corpus sentences), else null::
 
     {"utt", "task", "prompt_id", "split", "prompt", "transcript", "ref"}
+
+Items of an external test set (:mod:`mtbi.bench.external`) add ``audio`` and, for multiple
+choice, ``choices``; their split is ``external``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from mtbi.tasks.prompting import normalize_transcript
 logger = logging.getLogger(__name__)
 
 SPLITS = ("seen", "unseen", "heldout")  # seen/unseen prompts of train tasks; held-out tasks
+EXTERNAL_FIELDS = ("audio", "choices")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class BenchItem:
     prompt: str
     transcript: str
     ref: str | None  # the task's reference answer; None where the task has none
+    audio: str | None = None  # external items (mtbi.bench.external): their audio file
+    choices: list[str] | None = None  # external multiple-choice items: the options, ``ref`` the right one
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -69,9 +75,11 @@ def build_bench(texts: dict[str, str], bank: TaskBank, max_utts: int = 0, seed: 
 
 
 def write_bench(items: list[BenchItem], path: str | Path) -> None:
-    """Write ``bench.jsonl`` atomically."""
+    """Write ``bench.jsonl`` atomically (the external fields only where an item has them)."""
     with atomic_write(path) as f:
-        f.writelines(json.dumps(asdict(item), ensure_ascii=False) + "\n" for item in items)
+        for item in items:
+            fields = {k: v for k, v in asdict(item).items() if v is not None or k not in EXTERNAL_FIELDS}
+            f.write(json.dumps(fields, ensure_ascii=False) + "\n")
 
 
 def read_bench(path: str | Path) -> list[BenchItem]:

@@ -1,4 +1,4 @@
-"""Stage 6: train a SpeechLLM by behavior imitation (run alone, or under torchrun for DDP).
+"""Stage 6: train a SpeechLLMModel by behavior imitation (run alone, or under torchrun for DDP).
 
 Reads --config (conf/train_*.yaml), the features of --train_feats/--valid_feats (stage 2; with a
 frozen encoder its cached outputs --train_encoded/--valid_encoded when given), the
@@ -76,15 +76,18 @@ def main(args: argparse.Namespace) -> None:
     out_dir = Path(args.out_dir)
     teacher = load_config(args.teacher_conf, TeacherConfig)
     llm = teacher_model(teacher, args.teacher_dir)
-    resolved = sllm_dir.stored_equivalent(
-        out_dir, sllm_dir.resolved_config(config, teacher.name, teacher.dtype, args.encoder_dir, llm, out_dir))
+    resolved = sllm_dir.resolved_config(config, teacher.name, teacher.dtype, args.encoder_dir, llm, out_dir,
+                                        teacher.generation)
+    identity = sllm_dir.stored_equivalent(out_dir, resolved)
     inputs = [p for p in (args.train_targets, Path(args.train_feats) / "utt2num_frames", args.train_align,
                           marker(args.encoder_dir), marker(args.teacher_dir)) if p]
-    step = Step(marker(out_dir), resolved, inputs)
+    step = Step(marker(out_dir), identity, inputs)
     if step.skip(f"{out_dir} is already trained with this config"):
+        if ddp.is_main:
+            sllm_dir.record_generation(out_dir, resolved["generation"])
         return
     with RunLock(out_dir) if ddp.is_main else contextlib.nullcontext():  # the ranks of one run share its lock
-        sllm_dir.check_same_config(out_dir, resolved)
+        sllm_dir.check_same_config(out_dir, identity)
         train_locked(args, config, teacher, llm, resolved, step, device, ddp)
 
 
@@ -111,9 +114,10 @@ def train_locked(args: argparse.Namespace, config: TrainConfig, teacher: Teacher
         valid_set = ImitationDataset(args.valid_feats, args.valid_targets, tokenizer, tasks, speech_only,
                                      encoded_dir=args.valid_encoded if cached else None)
     if ddp.is_main:
-        sllm_dir.write_config(out_dir, resolved)
+        training_data = {"targets": str(args.train_targets), "tasks": list(tasks), **train_set.summary()}
+        sllm_dir.write_config(out_dir, {**resolved, "training_data": training_data})
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        logger.info("SpeechLLM: %.2fM trainable of %.2fM parameters; %d ranks; config %s",
+        logger.info("SLLM: %.2fM trainable of %.2fM parameters; %d ranks; config %s",
                     trainable / 1e6, sum(p.numel() for p in model.parameters()) / 1e6, ddp.world_size,
                     args.config)
     try:

@@ -1,14 +1,16 @@
-"""The log-mel features of a stage-2 dir, dumped (``--feats_type logmel``) or computed on the fly (``raw``).
+"""The log-mel features of a stage-2 dir, dumped (``--feats_type logmel``) or computed on the fly (``raw``),
+or of audio files named per utterance (an external benchmark's items).
 
 Both kinds of dir hold the data dir (less skipped utterances), ``utt2num_frames`` (10 ms frames)
 and ``feats.yaml`` (``feats_type``, ``n_mels``). A ``logmel`` dir adds ``feats.scp`` and its arks;
 a ``raw`` dir keeps the audio where ``wav.scp`` (and ``segments``) point and adds
 ``utt2num_samples`` (16 kHz samples), and its features are computed when read, equal to the
-dumped ones. Readers of features take a :class:`SpeechFeatures` and need not know which.
+dumped ones. Readers of features take a :class:`FeatureSource` and need not know which.
 """
 
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 import yaml
 
-from mtbi.data.audio import AudioError
+from mtbi.data.audio import HOP_LENGTH, AudioError, load_audio, probe_audio, resampled_length
 from mtbi.data.datadir import read_table
 from mtbi.data.feature_dump import FEATS_INFO, FEATS_TYPES, load_features, pad_features
 from mtbi.data.features import log_mel
@@ -24,11 +26,47 @@ from mtbi.data.wav_scp import AudioTable
 from mtbi.errors import MtbiError
 
 
-class SpeechFeatures:
-    """The features of the utterances of a stage-2 dir (``dump/<feats>/<set>``).
+class FeatureSource(abc.ABC):
+    """Log-mel features per utterance: ``utts`` are those with features (sorted), ``num_frames``
+    their lengths in 10 ms frames."""
 
-    ``utts`` are those with features (sorted), ``num_frames`` their lengths in 10 ms frames.
-    """
+    utts: list[str]
+    num_frames: dict[str, int]
+    _utt_set: set[str]
+
+    def __contains__(self, utt: str) -> bool:
+        return utt in self._utt_set
+
+    @abc.abstractmethod
+    def load(self, utt: str) -> np.ndarray:
+        """The float32 features ``(T, n_mels)`` of ``utt``; unusable input is a one-line error."""
+
+    def batch(self, utts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The features of ``utts`` as a zero-padded float32 batch ``(B, T, n_mels)`` and lengths ``(B,)``."""
+        return pad_features([self.load(u) for u in utts])
+
+    def batches(self, utt_batches: Iterable[Sequence[str]], num_workers: int | None = None
+                ) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor]]:
+        """``(utts, padded, lens)`` for each list of ``utt_batches``, in order, read (and where
+        computed from audio, computed) by ``num_workers`` DataLoader workers ahead of the consumer
+        (None: one where features come from audio, none for dumped features)."""
+        batches = [list(b) for b in utt_batches]
+        if num_workers is None:
+            num_workers = 1 if self.computed else 0
+        loader = torch.utils.data.DataLoader(
+            _Batches(self, batches), batch_size=None, num_workers=num_workers,
+            prefetch_factor=4 if num_workers else None)
+        for utts, (padded, lens) in zip(batches, loader):
+            yield utts, padded, lens
+
+    @property
+    def computed(self) -> bool:
+        """Whether features are computed from audio when read (not read from arks)."""
+        return True
+
+
+class SpeechFeatures(FeatureSource):
+    """The features of the utterances of a stage-2 dir (``dump/<feats>/<set>``)."""
 
     def __init__(self, feats_dir: str | Path, allow_upsample: bool = True) -> None:
         self.dir = Path(feats_dir)
@@ -57,9 +95,6 @@ class SpeechFeatures:
             self.utts = sorted(set(self.audio.utts) & set(self.num_frames))
         self._utt_set = set(self.utts)
 
-    def __contains__(self, utt: str) -> bool:
-        return utt in self._utt_set
-
     def load(self, utt: str) -> np.ndarray:
         """The float32 features ``(T, n_mels)`` of ``utt``; unusable audio or arks are a one-line error."""
         if self.feats_type == "logmel":
@@ -71,27 +106,30 @@ class SpeechFeatures:
                             f"{self.dir.name}'s data dir and re-run stage 2, or use --feats_type logmel") from None
         return log_mel(samples, self.n_mels).numpy()
 
-    def batch(self, utts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The features of ``utts`` as a zero-padded float32 batch ``(B, T, n_mels)`` and lengths ``(B,)``."""
-        return pad_features([self.load(u) for u in utts])
+    @property
+    def computed(self) -> bool:
+        return self.feats_type == "raw"
 
-    def batches(self, utt_batches: Iterable[Sequence[str]], num_workers: int | None = None
-                ) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor]]:
-        """``(utts, padded, lens)`` for each list of ``utt_batches``, in order, read (and for raw
-        dirs computed) by ``num_workers`` DataLoader workers ahead of the consumer (None: one for a
-        raw dir, none for dumped features)."""
-        batches = [list(b) for b in utt_batches]
-        if num_workers is None:
-            num_workers = 1 if self.feats_type == "raw" else 0
-        loader = torch.utils.data.DataLoader(
-            _Batches(self, batches), batch_size=None, num_workers=num_workers,
-            prefetch_factor=4 if num_workers else None)
-        for utts, (padded, lens) in zip(batches, loader):
-            yield utts, padded, lens
+
+class AudioFileFeatures(FeatureSource):
+    """The features of audio files, one per utterance (``{utt: path}``), computed when read with
+    ``n_mels`` bins as a raw stage-2 dir computes them; any sample rate is resampled to 16 kHz."""
+
+    def __init__(self, paths: dict[str, str], n_mels: int) -> None:
+        self.paths, self.n_mels = paths, n_mels
+        self.utts = sorted(paths)
+        self._utt_set = set(self.utts)
+        self.num_frames = {}
+        for utt in self.utts:  # headers only; MP3 headers give no length (0: sorted last)
+            info = probe_audio(paths[utt], allow_upsample=True)
+            self.num_frames[utt] = resampled_length(info.frames, info.sample_rate) // HOP_LENGTH
+
+    def load(self, utt: str) -> np.ndarray:
+        return log_mel(load_audio(self.paths[utt], allow_upsample=True), self.n_mels).numpy()
 
 
 class _Batches(torch.utils.data.Dataset):
-    def __init__(self, features: SpeechFeatures, batches: list[list[str]]) -> None:
+    def __init__(self, features: FeatureSource, batches: list[list[str]]) -> None:
         self.features, self.utt_batches = features, batches
 
     def __len__(self) -> int:

@@ -75,16 +75,21 @@ class AudioTable:
     """
 
     def __init__(self, data_dir: str | Path, allow_upsample: bool = False, cached_recordings: int = 4) -> None:
-        self.data_dir = Path(data_dir)
+        """``data_dir``: a data dir, or a scp file (``utt entry`` lines); a file named ``wav.scp``
+        takes the ``segments`` beside it, as its data dir would."""
+        source = Path(data_dir)
+        wav_scp = source if source.is_file() else source / "wav.scp"
+        self.data_dir = wav_scp.parent
         self.allow_upsample = allow_upsample
-        self.wav_scp = read_table(self.data_dir / "wav.scp")
+        self.wav_scp = read_table(wav_scp)
         segments_file = self.data_dir / "segments"
-        self.segments = read_segments(segments_file) if segments_file.is_file() else None
+        has_segments = wav_scp.name == "wav.scp" and segments_file.is_file()
+        self.segments = read_segments(segments_file) if has_segments else None
         if self.segments is not None:
             missing = sorted({s.recording for s in self.segments.values()} - set(self.wav_scp))
             if missing:
                 raise MtbiError(f"{segments_file}: recording '{missing[0]}' (and {len(missing) - 1} more) is not "
-                                f"in {self.data_dir / 'wav.scp'}")
+                                f"in {wav_scp}")
         self._decoded: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()
         self._cached_recordings = cached_recordings
 

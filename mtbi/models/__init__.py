@@ -1,1 +1,1 @@
-"""Speech encoders, connectors, the SpeechLLM and speech-text interleaving."""
+"""Speech encoders, connectors, the SpeechLLMModel and speech-text interleaving."""

@@ -1,4 +1,4 @@
-"""SpeechLLM: speech encoder -> trainable connector -> frozen HF causal LM (LoRA optional).
+"""SpeechLLMModel: speech encoder -> trainable connector -> frozen HF causal LM (LoRA optional).
 
 The LLM reads the teacher's prompt with the transcript's tokens replaced by speech frames
 (see :mod:`mtbi.models.speech_prompt` and :mod:`mtbi.models.interleave`), so speech input and
@@ -78,7 +78,7 @@ class SpeechBatch:
         return sum(len(r) for r in self.responses)
 
 
-class SpeechLLM(nn.Module):
+class SpeechLLMModel(nn.Module):
     """Encoder + connector + frozen causal LM.
 
     The frozen parts may be in bfloat16 or float16 (their ``dtype`` in the encoder and teacher
@@ -114,7 +114,7 @@ class SpeechLLM(nn.Module):
         """Seconds of speech per connector output frame."""
         return self.encoder.frame_shift * self.connector.time_stride
 
-    def train(self, mode: bool = True) -> "SpeechLLM":
+    def train(self, mode: bool = True) -> "SpeechLLMModel":
         super().train(mode)
         if not self.config.train_encoder:
             self.encoder.eval()  # frozen: no dropout, so its outputs could be cached
@@ -292,8 +292,8 @@ def _pad(rows: list[torch.Tensor], label_rows: list[torch.Tensor],
 
 def build_speech_llm(config: SpeechLLMConfig, encoder_dir: str | Path, llm_dir: str | Path,
                      llm_dtype: str = "float32", device: str | torch.device = "cpu",
-                     ) -> tuple[SpeechLLM, PreTrainedTokenizerBase]:
-    """The SpeechLLM of ``config`` with the encoder of ``encoder_dir`` (stage 4) and the frozen
+                     ) -> tuple[SpeechLLMModel, PreTrainedTokenizerBase]:
+    """The SpeechLLMModel of ``config`` with the encoder of ``encoder_dir`` (stage 4) and the frozen
     LLM of ``llm_dir`` (the teacher) in ``llm_dtype``, on ``device``, and the LLM's tokenizer."""
     from transformers import AutoTokenizer
 
@@ -305,5 +305,5 @@ def build_speech_llm(config: SpeechLLMConfig, encoder_dir: str | Path, llm_dir: 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     llm = load_causal_lm(llm_dir, llm_dtype, device, config.attn_implementation)
-    model = SpeechLLM(load_speech_encoder(encoder_dir).to(device), llm, config)
+    model = SpeechLLMModel(load_speech_encoder(encoder_dir).to(device), llm, config)
     return model.to(device), tokenizer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerBase
 
+from mtbi.errors import MtbiError
 from mtbi.tasks.bank import TRANSCRIPT_SLOT
 
 
@@ -17,6 +18,18 @@ def normalize_transcript(text: str) -> str:
 def fill_prompt(prompt: str, transcript: str) -> str:
     """Put ``transcript`` into the prompt's ``{transcript}`` slot (no other formatting)."""
     return prompt.replace(TRANSCRIPT_SLOT, transcript)
+
+
+def with_speech_slot(question: str) -> str:
+    """``question`` with one ``{transcript}`` slot, where the speech goes: its own, or else one
+    after the question, separated by a space (every prompt of the task bank ends with its slot)."""
+    slots = question.count(TRANSCRIPT_SLOT)
+    if slots > 1:
+        raise MtbiError(f"question '{question}' has {slots} {TRANSCRIPT_SLOT} slots; the speech goes into one")
+    if slots == 1:
+        return question
+    question = question.strip()
+    return f"{question} {TRANSCRIPT_SLOT}" if question else TRANSCRIPT_SLOT
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, transcript: str) -> str:

@@ -1,4 +1,4 @@
-"""A training config (``conf/train_*.yaml``): the SpeechLLM, its data and its optimization."""
+"""A training config (``conf/train_*.yaml``): the SpeechLLMModel, its data and its optimization."""
 
 from __future__ import annotations
 

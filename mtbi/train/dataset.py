@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from mtbi.data.audio import FRAME_SHIFT
 from mtbi.data.datadir import read_table
 from mtbi.data.feature_dump import load_features, pad_features
 from mtbi.data.speech_features import SpeechFeatures
@@ -220,6 +221,12 @@ class ImitationDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.offsets)
+
+    def summary(self) -> dict:
+        """What the examples are made of: their number, their utterances and its hours of speech."""
+        frames = dict(zip(self.utt_index, self.lengths))
+        return {"examples": len(self), "utterances": len(frames),
+                "hours": round(sum(frames.values()) * FRAME_SHIFT / 3600, 3)}
 
     def _record(self, index: int) -> dict:
         if self._targets_file is None:  # opened lazily: one handle per DataLoader worker

@@ -1,4 +1,4 @@
-"""Stage 6: behavior-imitation training of the SpeechLLM, on one process or under torchrun (DDP).
+"""Stage 6: behavior-imitation training of the SpeechLLMModel, on one process or under torchrun (DDP).
 
 Step-based: each optimizer step takes ``accum_grad`` global micro-batches of ``batch_size``
 examples, or of up to ``batch_tokens`` padded LLM positions (:mod:`mtbi.train.sampler`), split
@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from mtbi.errors import MtbiError
-from mtbi.models.speech_llm import SpeechLLM
+from mtbi.models.speech_llm import SpeechLLMModel
 from mtbi.stage import Step, atomic_dir, atomic_write
 from mtbi.train import sllm_dir
 from mtbi.train.config import PRECISIONS, TrainConfig
@@ -103,7 +103,7 @@ class Trainer:
     """Trains ``model`` on ``train_set`` (validation loss on ``valid_set``) into ``out_dir``;
     ``stage_step`` (the stage's bookkeeping) is marked done at the end."""
 
-    def __init__(self, model: SpeechLLM, config: TrainConfig, train_set: ImitationDataset,
+    def __init__(self, model: SpeechLLMModel, config: TrainConfig, train_set: ImitationDataset,
                  valid_set: ImitationDataset | None, out_dir: str | Path, device: torch.device,
                  ddp: Distributed = Distributed(), stage_step: Step | None = None) -> None:
         self.stage_step = stage_step
@@ -391,7 +391,7 @@ class Trainer:
                     self.step, self.out_dir / "loss_curve.png")
 
 
-def llm_lengths(model: SpeechLLM, dataset: ImitationDataset) -> array:
+def llm_lengths(model: SpeechLLMModel, dataset: ImitationDataset) -> array:
     """Per example of ``dataset``, the length of its LLM input and response with speech input:
     the connector's frames of its features plus its text tokens. An interleaved input is mostly
     shorter: its text words take fewer positions than their speech."""

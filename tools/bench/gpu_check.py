@@ -3,7 +3,7 @@
 
 Measures in one run on one device:
 - the baseline: a square bf16 matmul (8192^3), timed with CUDA events after warm-up;
-- per (Whisper encoder, LLM) pair: the SpeechLLM training step (frozen bf16 encoder and LLM,
+- per (Whisper encoder, LLM) pair: the SpeechLLMModel training step (frozen bf16 encoder and LLM,
   float32 conv connector under bf16 autocast, forward + backward + AdamW step on the connector)
   on 16 utterances of 10-20 s speech with a 64-token prompt and a 64-token response; its model
   FLOPs (formula below), TFLOP/s, and MFU: those TFLOP/s over the matmul's;
@@ -67,7 +67,7 @@ from mtbi.data.audio import FRAME_SHIFT
 from mtbi.models.connectors import ConnectorConfig
 from mtbi.models.encoders import WhisperSpeechEncoder
 from mtbi.models.interleave import SpeechSegment, TextSegment
-from mtbi.models.speech_llm import SpeechBatch, SpeechLLM, SpeechLLMConfig
+from mtbi.models.speech_llm import SpeechBatch, SpeechLLMConfig, SpeechLLMModel
 
 GIB = 2 ** 30
 NOMINAL_H200_BF16_TFLOPS = 989.0  # dense bf16 tensor-core peak of an H200 SXM (1979 with sparsity)
@@ -115,7 +115,7 @@ class WhisperShape:
 
 @dataclass(frozen=True)
 class PairPlan:
-    """One SpeechLLM to train: its encoder, its LLM and the batch size."""
+    """One SpeechLLMModel to train: its encoder, its LLM and the batch size."""
 
     encoder: WhisperShape
     llm: LLMShape
@@ -208,12 +208,12 @@ def build_whisper(shape: WhisperShape, device: torch.device, dtype: torch.dtype)
 
 
 def build_speech_llm(pair: PairPlan, connector: ConnectorConfig, device: torch.device,
-                     dtype: torch.dtype) -> SpeechLLM:
+                     dtype: torch.dtype) -> SpeechLLMModel:
     """Frozen encoder and LLM in ``dtype``; the connector in float32, as stage 6 trains it."""
     encoder, llm = build_whisper(pair.encoder, device, dtype), build_llm(pair.llm, device, dtype)
     config = SpeechLLMConfig(connector=connector, gradient_checkpointing=pair.gradient_checkpointing)
     with device:
-        model = SpeechLLM(encoder, llm, config)
+        model = SpeechLLMModel(encoder, llm, config)
     return model.to(device).train()
 
 
@@ -264,7 +264,7 @@ def llm_train_flops(llm: PreTrainedModel, tokens_per_row: list[int], predicted_p
             "llm_backward_weights": 2.0 * weights, "llm_backward_attention": 4.0 * attention}
 
 
-def connector_train_flops(model: SpeechLLM, batch: SpeechBatch) -> float:
+def connector_train_flops(model: SpeechLLMModel, batch: SpeechBatch) -> float:
     """The connector's forward and backward on the batch's encoder-output shapes, as torch's
     flop counter counts them (so whatever its kind, and without the input gradient of its first
     layer, which autograd skips: the encoder is frozen)."""
@@ -276,14 +276,14 @@ def connector_train_flops(model: SpeechLLM, batch: SpeechBatch) -> float:
     return float(counter.get_total_flops())
 
 
-def row_tokens(model: SpeechLLM, batch: SpeechBatch) -> list[int]:
+def row_tokens(model: SpeechLLMModel, batch: SpeechBatch) -> list[int]:
     """Each row's LLM input tokens: its prompt text, speech frames and response."""
     speech = model.connector.output_lengths(model.encoder.output_lengths(batch.feats_lens))
     return [sum(len(s.ids) for s in segments if isinstance(s, TextSegment)) + int(frames) + len(response)
             for segments, frames, response in zip(batch.segments, speech.tolist(), batch.responses)]
 
 
-def train_step_flops(model: SpeechLLM, batch: SpeechBatch) -> dict[str, float]:
+def train_step_flops(model: SpeechLLMModel, batch: SpeechBatch) -> dict[str, float]:
     """Model FLOPs of one training step on ``batch``, by part, and their ``total``."""
     parts = {**encoder_forward_flops(model.encoder, len(batch.segments)),
              **llm_train_flops(model.llm, row_tokens(model, batch), [len(r) for r in batch.responses]),

@@ -38,7 +38,7 @@ import torch
 from mtbi.models.connectors import ConnectorConfig
 from mtbi.models.encoders import WhisperSpeechEncoder
 from mtbi.models.interleave import SpeechSegment, TextSegment
-from mtbi.models.speech_llm import SpeechBatch, SpeechLLM, SpeechLLMConfig
+from mtbi.models.speech_llm import SpeechBatch, SpeechLLMConfig, SpeechLLMModel
 from mtbi.models.whisper_ct2 import convert_packaged_whisper
 from mtbi.packaged import find_packaged_file
 from mtbi.prepare.teacher import convert_gguf
@@ -113,7 +113,7 @@ def step_seconds(llm_dir: Path, whisper_dir: Path, dtype: str, autocast: bool, s
     torch.manual_seed(0)
     encoder = WhisperSpeechEncoder.from_model_dir(whisper_dir, trim=True, dtype=dtype)
     config = SpeechLLMConfig(connector=ConnectorConfig(kind="conv", stride=4, hidden_size=512))
-    model = SpeechLLM(encoder, load_causal_lm(llm_dir, dtype), config).train()
+    model = SpeechLLMModel(encoder, load_causal_lm(llm_dir, dtype), config).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batch = synthetic_batch()
     times = []

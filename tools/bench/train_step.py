@@ -9,7 +9,7 @@ Times ``--steps`` optimizer steps of conf[/<set>]/train_mtbi.yaml for each of:
 - baseline: the step before issue 17 — the LM head over the whole vocabulary at every position,
   every prompt token through forward and backward, batches of ``batch_size`` examples bucketed
   by speech length (it re-implements that forward here);
-- ``SpeechLLM.forward`` on the same batches: the LM head only where a response token is
+- ``SpeechLLMModel.forward`` on the same batches: the LM head only where a response token is
   predicted, and the prompt tokens that every example of the batch starts with (the chat
   template's system prompt) run once without gradient;
 - that forward on token batches (``optim.batch_tokens``; ``--batch_tokens`` 0 sizes them to
@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtbi.config import load_config
-from mtbi.models.speech_llm import IGNORE, SpeechBatch, SpeechLLM, build_speech_llm
+from mtbi.models.speech_llm import IGNORE, SpeechBatch, SpeechLLMModel, build_speech_llm
 from mtbi.stage import marker
 from mtbi.tasks.bank import load_task_bank
 from mtbi.train.config import TrainConfig
@@ -44,7 +44,7 @@ from mtbi.train.dataset import ImitationDataset, collate
 from mtbi.train.sampler import BucketBatchSampler, TokenBatchSampler, utterances_per_batch
 from mtbi.train.trainer import llm_lengths
 
-LossFn = Callable[[SpeechLLM, SpeechBatch], torch.Tensor]
+LossFn = Callable[[SpeechLLMModel, SpeechBatch], torch.Tensor]
 
 
 def synchronize(device: torch.device) -> None:
@@ -67,7 +67,7 @@ def matmul_flops_per_s(total_flops: float, device: torch.device, dtype: torch.dt
     return 2 * n ** 3 / best
 
 
-def baseline_loss(model: SpeechLLM, batch: SpeechBatch) -> torch.Tensor:
+def baseline_loss(model: SpeechLLMModel, batch: SpeechBatch) -> torch.Tensor:
     """The summed response cross-entropy as computed before issue 17: logits over the whole
     vocabulary at every position of every prompt, all with gradient."""
     embeds, mask, labels = model.embed(batch)
@@ -77,7 +77,7 @@ def baseline_loss(model: SpeechLLM, batch: SpeechBatch) -> torch.Tensor:
                                        reduction="sum")
 
 
-def model_loss(model: SpeechLLM, batch: SpeechBatch) -> torch.Tensor:
+def model_loss(model: SpeechLLMModel, batch: SpeechBatch) -> torch.Tensor:
     return model(batch, 1.0)["loss"]
 
 
