@@ -44,10 +44,14 @@ def _method(train: dict, tasks: list[str] | None) -> str:
     return method
 
 
-def _training_lines(model_dir: Path, config: dict) -> list[str]:
+def _training_lines(model_dir: Path, config: dict, checkpoint: str | None) -> list[str]:
     train, data = config["train"], config.get("training_data")
     optim = train["optim"]
-    steps, seconds = sllm_dir.training_summary(model_dir)
+    if checkpoint:
+        state = sllm_dir.read_trainer_state(model_dir / sllm_dir.CHECKPOINT_DIR / checkpoint)
+        steps, seconds = state["step"], state.get("train_seconds")
+    else:
+        steps, seconds = sllm_dir.training_summary(model_dir)
     lines = [f"- Method: {_method(train, data['tasks'] if data else train['data']['tasks'])}.",
              f"- Targets: the answers of the teacher `{config['teacher']}` to each task prompt about the transcript "
              f"(response: {train['data']['response']})."]
@@ -80,7 +84,10 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _benchmark_lines(model_dir: Path) -> list[str]:
+def _benchmark_lines(model_dir: Path, checkpoint: str | None) -> list[str]:
+    if checkpoint:
+        return ["", f"Not benchmarked: this export holds checkpoint {checkpoint}, and the benchmark of the "
+                "trained dir is of its final weights."]
     lines = []
     for scores_file in sorted(model_dir.glob("bench_*/scores.json")):
         bench, scores = scores_file.parent, read_scores(scores_file)
@@ -162,8 +169,8 @@ def model_card(name: str, model_dir: Path, config: dict, encoder: EncoderConfig,
              f"- LLM: {_reference(config['llm'], 'the teacher trained by the recipe')}, frozen, in "
              f"{config['llm_dtype']}" + (f", with LoRA rank {lora['rank']} on {', '.join(lora['target_modules'])}"
                                          if lora["rank"] else "") + ".",
-             "", "## Training", "", *_training_lines(model_dir, config),
-             "", "## Benchmark", *_benchmark_lines(model_dir),
+             "", "## Training", "", *_training_lines(model_dir, config, checkpoint),
+             "", "## Benchmark", *_benchmark_lines(model_dir, checkpoint),
              "", "## Intended use and limits", "", *_limits(config), "",
              f"Exported by mtbi {config['export']['mtbi']}" + (f" (trained at commit {commit})." if commit else ".")]
     return "\n".join(lines) + "\n"

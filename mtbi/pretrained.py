@@ -5,7 +5,7 @@
     print(model.answer("a.flac", "Summarize what is said."))
 
 ``audio`` is a path (any format soundfile reads; resampled to 16 kHz, channels averaged), a numpy
-array of samples, ``(N,)`` or ``(N, channels)`` as soundfile reads them, with its rate
+array of samples, ``(N,)``, ``(N, channels)`` as soundfile reads them or ``(channels, N)``, with its rate
 (``(samples, rate)``, or ``sample_rate=``), or a list of them (answered in batches). The speech
 goes into the question's ``{transcript}`` slot if it has one, as in training (the task bank's
 prompts); else after the question, separated by a space (every training prompt ends with its
@@ -29,7 +29,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from mtbi.data.audio import load_audio, to_mono_16k
-from mtbi.data.features import log_mel
+from mtbi.data.features import check_length, log_mel
 from mtbi.errors import MtbiError
 from mtbi.models.interleave import Segment, build_segments
 from mtbi.models.speech_llm import SpeechBatch, SpeechLLMModel
@@ -39,6 +39,7 @@ from mtbi.tasks.prompting import with_speech_slot
 
 Audio = Union[str, Path, np.ndarray, tuple[np.ndarray, int]]
 PLACEHOLDER = "speech"  # the transcript slot's stand-in; all of its tokens become speech frames
+MAX_CHANNELS = 8  # a 2-D array with at most this many rows and more columns is (channels, samples)
 
 
 def speech_segments(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Segment]:
@@ -64,8 +65,13 @@ def _samples(audio: Audio, sample_rate: int | None) -> np.ndarray:
         raise MtbiError("audio given as an array of samples needs its sample rate: pass (samples, rate) "
                         "or sample_rate=")
     samples = np.asarray(audio)
-    if np.issubdtype(samples.dtype, np.integer):  # PCM integers to [-1, 1)
+    if np.issubdtype(samples.dtype, np.unsignedinteger):  # offset PCM (8-bit WAV) to [-1, 1)
+        middle = (int(np.iinfo(samples.dtype).max) + 1) // 2
+        samples = (samples.astype(np.float64) - middle) / middle
+    elif np.issubdtype(samples.dtype, np.integer):  # PCM integers to [-1, 1)
         samples = samples / float(-np.iinfo(samples.dtype).min)
+    if samples.ndim == 2 and samples.shape[0] <= MAX_CHANNELS < samples.shape[1]:
+        samples = samples.T  # channels first, as torchaudio and librosa give them
     samples = samples.astype(np.float32).reshape(samples.shape[0], -1)  # (N, channels)
     return to_mono_16k("<samples>", samples, int(sample_rate), allow_upsample=True)
 
@@ -83,16 +89,17 @@ class SpeechLLM:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, checkpoint: str | None = None, device: str = "cpu",
-                        revision: str | None = None) -> "SpeechLLM":
+                        revision: str | None = None, generation: GenerationParams | None = None) -> "SpeechLLM":
         """The model of a trained SLLM dir (stage 6's ``exp/sllm_<tag>``), an exported one
         (``mtbi.bin.export``), or a hub repo of an exported one (``revision``: its branch, tag or
-        commit); ``checkpoint``: ``checkpoints/<name>`` instead of the final weights."""
+        commit); ``checkpoint``: ``checkpoints/<name>`` instead of the final weights;
+        ``generation``: the default decoding instead of the one the dir records (its teacher's)."""
         from mtbi.hub import resolve_model
         from mtbi.train.sllm_dir import SLLM_FILES, generation_params, load_sllm, weights_path
 
         model_dir = resolve_model(str(model_dir), revision, what="model_dir", patterns=SLLM_FILES).path
         model, tokenizer = load_sllm(model_dir, checkpoint, torch.device(device))
-        return cls(model, tokenizer, generation_params(model_dir), weights_path(model_dir, checkpoint))
+        return cls(model, tokenizer, generation or generation_params(model_dir), weights_path(model_dir, checkpoint))
 
     @property
     def identity(self) -> str | None:
@@ -112,7 +119,8 @@ class SpeechLLM:
 
     def features(self, audio: Audio, sample_rate: int | None = None) -> torch.Tensor:
         """The log-mel features ``(T, n_mels)`` of one audio input, as stage 2 computes them."""
-        return log_mel(_samples(audio, sample_rate), self.n_mels)
+        source = str(audio) if isinstance(audio, (str, Path)) else "audio samples"
+        return log_mel(check_length(_samples(audio, sample_rate), source), self.n_mels)
 
     def answer(self, audio: Audio | Sequence[Audio], question: str | Sequence[str], *,
                sample_rate: int | None = None, batch_size: int | None = None, **generation) -> str | list[str]:
@@ -159,17 +167,26 @@ class SpeechLLM:
 
         feats = self.features(audio, sample_rate)
         embeds, mask = self._prompt_embeddings(feats[None], torch.tensor([feats.shape[0]]), [question], [0])
+        decoding = self._decoding(generation)
+        if decoding.get("num_beams", 1) > 1:
+            raise MtbiError("a streamed answer is generated token by token: use answer() for beam search")
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        decoding = {**self._decoding(generation), "streamer": streamer}
+        failed: list[BaseException] = []
 
         def run() -> None:
-            with torch.inference_mode():
-                self.model.llm.generate(inputs_embeds=embeds, attention_mask=mask, **decoding)
+            try:
+                with torch.inference_mode():
+                    self.model.llm.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **decoding)
+            except BaseException as err:  # re-raised in the caller's thread, after the pieces so far
+                failed.append(err)
+                streamer.end()
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         yield from streamer
         thread.join()
+        if failed:
+            raise failed[0]
 
     @torch.inference_mode()
     def generate(self, feats: torch.Tensor, feats_lens: torch.Tensor, questions: Sequence[str],
@@ -200,6 +217,8 @@ class SpeechLLM:
 
     def _decoding(self, generation: dict) -> dict:
         """``generate`` keywords: the model's defaults (greedy, the teacher's max_new_tokens) under ``generation``."""
+        if generation.get("num_return_sequences", 1) != 1:
+            raise MtbiError("one answer per question: num_return_sequences must be 1 (ask again to sample others)")
         return {"do_sample": self.generation.do_sample, "max_new_tokens": self.generation.max_new_tokens,
                 "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id,
                 **generation}

@@ -26,7 +26,8 @@ CHOICES = ["a child", "a man", "a woman"]
 
 def test_multiple_choice_answers_are_parsed_on_hand_made_cases() -> None:
     for answer, picked in [("B", 1), ("(B)", 1), ("B. a man", 1), ("C)", 2), ("The answer is C.", 2),
-                           ("answer: A", 0), ("a woman", 2), ("A Woman.", 2), ("I think it is a man.", 1),
+                           ("answer: A", 0), ("Answer: B", 1), ("Answer is C", 2), ("a woman", 2), ("A Woman.", 2),
+                           ("I think it is a man.", 1),
                            ("A child speaks", 0), ("a child or a man", None), ("D", None), ("nobody", None),
                            ("", None), ("a", None)]:
         assert parse_choice(answer, CHOICES) == picked, answer

@@ -56,8 +56,9 @@ def test_every_audio_form_gets_the_same_answer(trained: dict, model: SpeechLLM) 
     assert rate == 22050  # resampled to 16 kHz as stage 2 does
     pcm, _ = sf.read(wavs[0], dtype="int16")
     stereo = np.stack([samples, samples], axis=1)
+    unsigned = (pcm.astype(np.int32) + 32768).astype(np.uint16)  # offset PCM
     for form, kwargs in [((samples, rate), {}), (samples, {"sample_rate": rate}), ((pcm, rate), {}),
-                         ((stereo, rate), {}), (str(wavs[0]), {})]:
+                         ((unsigned, rate), {}), ((stereo, rate), {}), ((stereo.T, rate), {}), (str(wavs[0]), {})]:
         assert model.answer(form, QUESTION, **kwargs) == answers[0], type(form)
     assert model.answer(wavs, QUESTION) == answers  # batched
     assert model.answer(wavs, QUESTION, batch_size=1) == answers
@@ -82,6 +83,14 @@ def test_bad_inputs_are_one_line_errors(trained: dict, model: SpeechLLM) -> None
         model.answer(trained["wavs"], [QUESTION, QUESTION])
     with pytest.raises(AudioError, match="nowhere.flac: audio file not found"):
         model.answer(trained["root"] / "nowhere.flac", QUESTION)
+    with pytest.raises(MtbiError, match="audio samples: 399 samples at 16000 Hz is too short"):
+        model.answer((samples[:399], 16000), QUESTION)
+    with pytest.raises(MtbiError, match="num_return_sequences must be 1"):
+        model.answer(trained["wavs"][0], QUESTION, num_return_sequences=2)
+    with pytest.raises(MtbiError, match="use answer.. for beam search"):
+        list(model.stream(trained["wavs"][0], QUESTION, num_beams=2))
+    with pytest.raises(ValueError):  # an error of generate in the streaming thread reaches the caller
+        list(model.stream(trained["wavs"][0], QUESTION, max_new_tokens=-1))
 
 
 def test_an_exported_dir_moves_and_answers_identically(trained: dict, model: SpeechLLM, tmp_path: Path) -> None:

@@ -143,6 +143,9 @@ def test_training_resumes_after_kill_with_the_same_loss_curve(setup: dict, tmp_p
     subprocess.run([sys.executable, *train_command(setup, config, straight)], check=True, capture_output=True)
     assert (straight / "model.safetensors").is_file() and (straight / "loss_curve.png").stat().st_size > 1000
     assert [r["step"] for r in losses(straight) if "loss" in r] == [*range(3, 40, 3), 40]
+    recorded = yaml.safe_load((straight / "config.yaml").read_text())  # for answering and the model card
+    assert recorded["generation"] == {"max_new_tokens": 48, "batch_size": 32, "do_sample": False}
+    assert recorded["training_data"]["utterances"] == 8 and recorded["training_data"]["examples"] > 8
 
     killed = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, *train_command(setup, config, killed)],
@@ -163,15 +166,17 @@ def test_training_resumes_after_kill_with_the_same_loss_curve(setup: dict, tmp_p
     rerun = subprocess.run([sys.executable, *train_command(setup, config, killed)], capture_output=True, text=True)
     assert "already trained with this config" in rerun.stderr
     # A model trained by an older mtbi, whose training config lacked keys added since (at their
-    # defaults now): still trained with this config.
+    # defaults now) and the runtime keys: still trained with this config, and given its decoding.
     stored = yaml.safe_load((killed / "config.yaml").read_text())
     del stored["train"]["data"]["utt_fraction"], stored["train"]["data"]["interleave"]["until_step"]
+    del stored["generation"], stored["training_data"]
     (killed / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
     stamp = json.loads((killed / ".done").read_text())
     del stamp["train"]["data"]["utt_fraction"], stamp["train"]["data"]["interleave"]["until_step"]
     (killed / ".done").write_text(json.dumps(stamp))
     older = subprocess.run([sys.executable, *train_command(setup, config, killed)], capture_output=True, text=True)
     assert older.returncode == 0 and "already trained with this config" in older.stderr, older.stderr[-2000:]
+    assert yaml.safe_load((killed / "config.yaml").read_text())["generation"]["max_new_tokens"] == 48
     other = write_config(tmp_path / "other.yaml", max_steps=40, learning_rate=0.5)
     (killed / ".done").unlink()
     refused = subprocess.run([sys.executable, *train_command(setup, other, killed)], capture_output=True, text=True)

@@ -38,7 +38,7 @@ from mtbi.tasks.prompting import with_speech_slot
 SPLIT = "external"
 LETTERS = string.ascii_uppercase
 CHOICE_INSTRUCTION = "Answer with the letter of the right choice."
-_LETTER_ANSWER = re.compile(r"^\(?([A-Z])\)?(?:[.:)]|$)|\banswer(?: is)?:?\s*\(?([A-Z])\)?(?:[.:)\s]|$)")
+_LETTER_ANSWER = re.compile(r"^\(?([A-Z])\)?(?:[.:)]|$)|\b(?i:answer)(?: is)?:?\s*\(?([A-Z])\)?(?:[.:)\s]|$)")
 
 
 def choice_prompt(question: str, choices: list[str]) -> str:

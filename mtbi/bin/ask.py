@@ -5,7 +5,8 @@ One file, the answer on stdout:
 
 Many: every question of --questions (one a line) or --question, about every utterance of a
 wav.scp (or a data dir: its segments apply), into a jsonl file of
-{"utt", "question_id" (line number), "question", "answer"} lines, sorted; resumable:
+{"utt", "question_id" (its number in the file, blank lines skipped), "question", "answer"}
+lines, sorted; resumable:
   python -m mtbi.bin.ask --model_dir exp/sllm_mtbi --wav_scp data/test/wav.scp \\
       --questions questions.txt --out answers.jsonl
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mtbi.cli import run_main
@@ -79,7 +80,7 @@ def ask_many(sllm, args: argparse.Namespace, generation: dict) -> None:
     texts = read_questions(args.questions) if args.questions else [args.question]
     items = [Question(utt, k, text) for utt in table.utts for k, text in enumerate(texts, 1)]
     scp = Path(args.wav_scp) if Path(args.wav_scp).is_file() else Path(args.wav_scp) / "wav.scp"
-    stamp = {"model": sllm.identity, "questions": texts, "generation": generation,
+    stamp = {"model": sllm.identity, "questions": texts, "generation": {**asdict(sllm.generation), **generation},
              "audio": hashlib.sha256(scp.read_bytes()).hexdigest()}
     batch_size = args.batch_size or sllm.generation.batch_size
 

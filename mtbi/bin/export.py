@@ -28,14 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None, help="checkpoints/<name> instead of the final weights")
     parser.add_argument("--copy_models", type=str2bool, default=False,
                         help="true: copy hub models (Whisper, the LLM) into the dir too, for machines without the hub")
-    parser.add_argument("--name", default=None, help="the model's name in the card (default: the out dir's name)")
+    parser.add_argument("--name", default=None,
+                        help="the model's name in the card (default: the --push_to_hub repo, else the out dir's name)")
     parser.add_argument("--push_to_hub", default=None, metavar="REPO", help="upload the dir to this hub repo")
     parser.add_argument("--private", type=str2bool, default=False, help="with --push_to_hub: a private repo")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    out_dir = export_sllm(args.model_dir, args.out_dir, args.checkpoint, args.copy_models, args.name)
+    out_dir = export_sllm(args.model_dir, args.out_dir, args.checkpoint, args.copy_models,
+                          args.name or args.push_to_hub)
     logger.info("exported %s to %s (model card: %s)", args.model_dir, out_dir, out_dir / "README.md")
     if args.push_to_hub:
         logger.info("pushed to %s", push_to_hub(out_dir, args.push_to_hub, args.private))

@@ -76,8 +76,11 @@ def main(args: argparse.Namespace) -> None:
     else:
         if not args.model_dir:
             raise MtbiError("--input speech needs --model_dir (stage 6)")
-        sllm = SpeechLLM.from_pretrained(args.model_dir, args.checkpoint, device)
-        params = _with_batch_size(teacher.generation if teacher else sllm.generation, args.batch_size)
+        if not args.feats_dir and not any(i.audio for i in items):
+            raise MtbiError("--input speech needs --feats_dir (stage 2) for a benchmark built from a data dir")
+        sllm = SpeechLLM.from_pretrained(args.model_dir, args.checkpoint, device,
+                                         generation=teacher.generation if teacher else None)
+        params = _with_batch_size(sllm.generation, args.batch_size)
         stamp["model"] = sllm.identity
         answerer = SpeechAnswerer(sllm, _features(items, args.feats_dir, sllm.n_mels, args.bench), params)
     stamp["gen"] = params.record("hf")
@@ -88,15 +91,13 @@ def _with_batch_size(params: GenerationParams, batch_size: int) -> GenerationPar
     return replace(params, batch_size=batch_size or params.batch_size)
 
 
-def _features(items: list[BenchItem], feats_dir: str | None, n_mels: int, bench: str) -> FeatureSource:
+def _features(items: list[BenchItem], feats_dir: str, n_mels: int, bench: str) -> FeatureSource:
     """The features the items are answered from: their own audio files (an external set), else stage 2's."""
     with_audio = {i.utt: i.audio for i in items if i.audio}
     if with_audio:
         if len(with_audio) < len({i.utt for i in items}):
             raise MtbiError(f"{bench}: some items name their audio and some do not; rebuild it with mtbi.bin.build_bench")
         return AudioFileFeatures(with_audio, n_mels)
-    if not feats_dir:
-        raise MtbiError("--input speech needs --feats_dir (stage 2) for a benchmark built from a data dir")
     return SpeechFeatures(feats_dir)
 
 

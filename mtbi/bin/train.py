@@ -88,7 +88,8 @@ def main(args: argparse.Namespace) -> None:
         return
     with RunLock(out_dir) if ddp.is_main else contextlib.nullcontext():  # the ranks of one run share its lock
         sllm_dir.check_same_config(out_dir, identity)
-        train_locked(args, config, teacher, llm, resolved, step, device, ddp)
+        # config.yaml says what the stamp says (an older dir's form, if equivalent), plus the runtime keys
+        train_locked(args, config, teacher, llm, {**identity, "generation": resolved["generation"]}, step, device, ddp)
 
 
 def train_locked(args: argparse.Namespace, config: TrainConfig, teacher: TeacherConfig, llm: ResolvedModel,

@@ -17,8 +17,10 @@ from transformers.audio_utils import mel_filter_bank
 
 from mtbi.data.audio import HOP_LENGTH
 from mtbi.data.audio import TARGET_SAMPLE_RATE as SAMPLE_RATE
+from mtbi.errors import MtbiError
 
 N_FFT = 400
+MIN_SAMPLES = N_FFT  # one 25 ms analysis window: shorter audio has no log-mel frame to speak of
 WHISPER_INPUT_SAMPLES = 30 * SAMPLE_RATE
 
 
@@ -29,6 +31,14 @@ def mel_filters(n_mels: int) -> torch.Tensor:
                            min_frequency=0.0, max_frequency=SAMPLE_RATE / 2,
                            sampling_rate=SAMPLE_RATE, norm="slaney", mel_scale="slaney")
     return torch.from_numpy(np.asarray(bank, dtype=np.float32)).T.contiguous()
+
+
+def check_length(samples: np.ndarray, source: str) -> np.ndarray:
+    """``samples`` (16 kHz), or a one-line error naming ``source`` when they are too short for a frame."""
+    if len(samples) < MIN_SAMPLES:
+        raise MtbiError(f"{source}: {len(samples)} samples at {SAMPLE_RATE} Hz is too short to answer about "
+                        f"(at least {MIN_SAMPLES}, {1000 * MIN_SAMPLES // SAMPLE_RATE} ms)")
+    return samples
 
 
 def log_mel(samples: np.ndarray | torch.Tensor, n_mels: int = 80, pad_to_30s: bool = False) -> torch.Tensor:

@@ -21,7 +21,7 @@ import yaml
 from mtbi.data.audio import HOP_LENGTH, AudioError, load_audio, probe_audio, resampled_length
 from mtbi.data.datadir import read_table
 from mtbi.data.feature_dump import FEATS_INFO, FEATS_TYPES, load_features, pad_features
-from mtbi.data.features import log_mel
+from mtbi.data.features import check_length, log_mel
 from mtbi.data.wav_scp import AudioTable
 from mtbi.errors import MtbiError
 
@@ -125,7 +125,12 @@ class AudioFileFeatures(FeatureSource):
             self.num_frames[utt] = resampled_length(info.frames, info.sample_rate) // HOP_LENGTH
 
     def load(self, utt: str) -> np.ndarray:
-        return log_mel(load_audio(self.paths[utt], allow_upsample=True), self.n_mels).numpy()
+        path = self.paths[utt]
+        try:
+            samples = load_audio(path, allow_upsample=True)
+        except AudioError as err:  # a plain MtbiError: it crosses from a DataLoader worker as one line
+            raise MtbiError(f"item '{utt}': {err}; fix or remove the item") from None
+        return log_mel(check_length(samples, f"item '{utt}' ({path})"), self.n_mels).numpy()
 
 
 class _Batches(torch.utils.data.Dataset):
