@@ -289,7 +289,7 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     card = (tmp_path / "share" / "my_sllm" / "README.md").read_text()
     assert "### test_clean" in card and "| seen prompts | 40 | " in card and "demo model" in card
     shutil.move(tmp_path / "share", tmp_path / "moved")
-    for item in (hyps[0], next(h for h in hyps if h["split"] == "heldout")):
+    for item in (next(h for h in hyps if h["split"] == "seen"), next(h for h in hyps if h["split"] == "heldout")):
         for model_dir in ("exp/sllm_mtbi", str(tmp_path / "moved" / "my_sllm")):
             asked = subprocess.run([sys.executable, "-m", "mtbi.bin.ask", "--model_dir", model_dir, "--wav",
                                     str(flacs[item["utt"]]), "--question", item["prompt"]],
