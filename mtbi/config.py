@@ -48,11 +48,17 @@ def from_dict(cls: type[T], data: Any, source: str) -> T:
 def load_config(path: str | Path | None, cls: type[T], overrides: Sequence[str] = ()) -> T:
     """Read the YAML file ``path`` (with its ``base:`` configs; None: the defaults of ``cls``) into
     the dataclass ``cls``, after the dotted ``overrides`` (``key.subkey=value``)."""
-    data = _read_with_bases(Path(path), []) if path is not None else {}
+    data = read_mapping(path) if path is not None else {}
     for item in overrides:
         _apply_override(data, item, cls)
     source = str(path) if path is not None else "defaults"
     return from_dict(cls, data, f"{source} + --set" if overrides else source)
+
+
+def read_mapping(path: str | Path) -> dict:
+    """The YAML file ``path`` as a mapping, merged over its ``base:`` chain, unchecked (for a key
+    read without building the config's dataclass and what it imports)."""
+    return _read_with_bases(Path(path), [])
 
 
 def _read_yaml(path: Path) -> dict:

@@ -6,6 +6,7 @@ A file holds one block per stage run, oldest first: a header line, then ``key: v
     # stage 6 at 2025-06-01T12:00:00+02:00
     host: node12
     python: 3.11.7 (main, ...) [GCC 12.2.0]
+    cpu: AMD EPYC 7B13 (16 cores, avx2)
     mtbi_commit: 690affe...
     mtbi_dirty: false
     torch: 2.3.0+cu121
@@ -37,6 +38,10 @@ PACKAGES = ("torch", "transformers", "peft", "espnet", "safetensors", "numpy", "
 ENV_VARS = ("CUDA_VISIBLE_DEVICES", "MTBI_GPUS", "SLURM_JOB_ID")
 CHECKOUT = Path(__file__).resolve().parents[1]
 _HEADER = re.compile(r"# stage (\S+) at (\S+)")
+# The widest SIMD of /proc/cpuinfo's flags (torch's CPU kernels differ by it), and those that
+# make bf16 native.
+_SIMD_FLAGS = ("avx512f", "avx2", "avx", "asimd", "sse4_2")
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def _command(*args: str, cwd: Path | None = None) -> str | None:
@@ -64,6 +69,24 @@ def git_state(checkout: Path = CHECKOUT) -> tuple[str, str]:
     # Untracked files count (a module not yet added changes what runs); .gitignore keeps outputs out.
     status = _command("git", "status", "--porcelain", cwd=checkout)
     return commit, UNKNOWN if status is None else str(bool(status)).lower()
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """The CPU kind, its core count and the SIMD that sets torch's CPU kernels, e.g.
+    ``AMD EPYC 7B13 (16 cores, avx2)``; ``cpuinfo``: the text of /proc/cpuinfo (read when None)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine() or UNKNOWN
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    simd = [next((f for f in _SIMD_FLAGS if f in flags), "simd unknown")] + [f for f in _BF16_FLAGS if f in flags]
+    return f"{name} ({os.cpu_count()} cores, {', '.join(simd)})"
 
 
 def _torch_cuda_build() -> str:
@@ -108,7 +131,8 @@ def environment() -> dict[str, str]:
     (those installed of :data:`PACKAGES`), CUDA and GPUs, and the set ones of :data:`ENV_VARS`."""
     commit, dirty = git_state()
     env = {"time": datetime.now().astimezone().isoformat(timespec="seconds"), "host": socket.gethostname(),
-           "platform": platform.platform(), "python": sys.version, "mtbi_commit": commit, "mtbi_dirty": dirty}
+           "platform": platform.platform(), "cpu": cpu_description(), "python": sys.version, "mtbi_commit": commit,
+           "mtbi_dirty": dirty}
     for name in PACKAGES:
         try:
             env[name] = importlib.metadata.version(name)
@@ -140,13 +164,17 @@ def read_blocks(text: str) -> list[dict[str, str]]:
     return blocks
 
 
-def record(path: str | os.PathLike, stage: int) -> str:
-    """Append the block of this environment for ``stage`` to ``path`` and return it.
+def record(path: str | os.PathLike, stage: int, torch_threads: str | None = None) -> str:
+    """Append the block of this environment for ``stage`` to ``path`` and return it;
+    ``torch_threads``: the torch CPU threads of the job recorded (its results can depend on them).
 
     One ``write`` to a file opened for appending, so blocks of stages recorded at once do not
     interleave.
     """
-    block = format_block(environment(), stage)
+    env = environment()
+    if torch_threads is not None:
+        env["torch_threads"] = torch_threads
+    block = format_block(env, stage)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:

@@ -4,7 +4,8 @@ its benchmark results with 95% bootstrap intervals over test items, intended use
 Everything in it is read from the trained dir: ``config.yaml`` (training config, models, training
 data), the last checkpoint's ``trainer_state.json``, ``env.txt`` (the mtbi commit), and each
 ``bench_<set>/`` of it (``scores.json``, and ``hyp.jsonl`` with the teacher's text-input answers in
-``<exp>/teacher_text/bench_<set>/hyp.jsonl`` for the intervals).
+``<exp>/teacher_text/bench_<set>/hyp.jsonl`` for the intervals, computed as the comparison of
+systems computes them).
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from mtbi.bench.external import external_markdown
-from mtbi.bench.intervals import SPLITS, bootstrap_interval, item_fidelity
+from mtbi.bench.intervals import SPLITS, compare_fidelity
 from mtbi.bench.report import read_scores
 from mtbi.bench.scoring import read_hyps
 from mtbi.models.encoders import EncoderConfig
-from mtbi.tasks.records import record_key
+from mtbi.run_names import TEACHER_TEXT
 from mtbi.train import sllm_dir
 
 TINY_TEACHER_KIND = "tiny-rule-teacher"  # the mini world's teacher (conf/teacher_tiny.yaml name)
+MODEL = "model"  # the exported model's name among the systems whose fidelity is computed
 
 
 def _reference(ref: dict, local_what: str) -> str:
@@ -67,16 +69,12 @@ def _training_lines(model_dir: Path, config: dict, checkpoint: str | None) -> li
 
 def _split_intervals(hyp: Path, teacher_hyp: Path) -> dict[str, dict[str, str]]:
     """Per split, exact match and chrF to the teacher as ``mean [low, high]`` (%)."""
-    records = read_hyps(hyp)
-    teacher = {record_key(r): r["hyp"] for r in read_hyps(teacher_hyp)}
+    runs = {MODEL: [read_hyps(hyp)], TEACHER_TEXT: [read_hyps(teacher_hyp)]}
     cells: dict[str, dict[str, str]] = {}
-    for split in SPLITS:
-        mine = [r for r in records if r["split"] == split and record_key(r) in teacher]
-        if mine:
-            cells[split] = {}
-            for metric in ("exact_match", "chrf"):
-                iv = bootstrap_interval(np.array([item_fidelity(r["hyp"], teacher[record_key(r)], metric) for r in mine]))
-                cells[split][metric] = f"{100 * iv.mean:.1f} [{100 * iv.low:.1f}, {100 * iv.high:.1f}]"
+    for metric in ("exact_match", "chrf"):
+        for split, f in compare_fidelity(runs, MODEL, metric).get(MODEL, {}).items():
+            iv = f.items
+            cells.setdefault(split, {})[metric] = f"{100 * iv.mean:.1f} [{100 * iv.low:.1f}, {100 * iv.high:.1f}]"
     return cells
 
 
@@ -96,7 +94,7 @@ def _benchmark_lines(model_dir: Path, checkpoint: str | None) -> list[str]:
         if "external" in scores:
             lines += external_markdown(test_set, scores).splitlines()[2:]
             continue
-        teacher_hyp = model_dir.parent / "teacher_text" / bench.name / "hyp.jsonl"
+        teacher_hyp = model_dir.parent / TEACHER_TEXT / bench.name / "hyp.jsonl"
         cells = _split_intervals(bench / "hyp.jsonl", teacher_hyp) if teacher_hyp.is_file() else {}
         groups = {**scores["prompt_generalization"], **scores["task_generalization"]}
         lines += ["Fidelity: agreement with the teacher's answer to the transcript (%, 95% bootstrap "
@@ -112,7 +110,7 @@ def _benchmark_lines(model_dir: Path, checkpoint: str | None) -> list[str]:
     if not lines:
         return ["", "Not benchmarked: no `bench_<set>/scores.json` in the trained dir (stages 7-8)."]
     return lines + ["", "One training run; the intervals are over test items and leave out the spread over "
-                    "training seeds (the recipe README gives it)."]
+                    "training seeds (the recipe's RESULTS.md gives it)."]
 
 
 def _limits(config: dict) -> list[str]:

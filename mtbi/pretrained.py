@@ -21,15 +21,18 @@ benchmark's to the same question.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Any, Hashable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from mtbi.data.audio import load_audio, to_mono_16k
-from mtbi.data.features import check_length, log_mel
+from mtbi.data.audio import to_mono_16k
+from mtbi.data.feature_dump import pad_features
+from mtbi.data.features import speech_log_mel
+from mtbi.data.speech_features import audio_file_log_mel
 from mtbi.errors import MtbiError
 from mtbi.models.interleave import Segment, build_segments
 from mtbi.models.speech_llm import SpeechBatch, SpeechLLMModel
@@ -48,6 +51,31 @@ def speech_segments(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Seg
     return build_segments(tokens, [True] * tokens.num_words, None)
 
 
+@dataclass(frozen=True)
+class AnswerBatch:
+    """One batch of questions: ``asked`` (their indices), ``inputs`` (the audio inputs they ask
+    about, sorted, each encoded once) and ``rows`` (per question, its input's row in ``inputs``)."""
+
+    asked: list[int]
+    inputs: list[Any]
+    rows: list[int]
+
+
+def plan_batches(inputs: Sequence[Hashable], lengths: Mapping[Any, int], batch_size: int,
+                 keys: Sequence[Any] | None = None) -> list[AnswerBatch]:
+    """Batches of ``batch_size`` questions of similar length, question ``k`` asking about audio
+    input ``inputs[k]`` of ``lengths[inputs[k]]`` frames: longest first, ties by ``keys[k]``
+    (default: ``k``), so that a batch pads little and questions about one input share its encoding."""
+    ties = range(len(inputs)) if keys is None else keys
+    order = sorted(range(len(inputs)), key=lambda k: (-lengths[inputs[k]], ties[k]))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        asked = order[start:start + batch_size]
+        distinct = sorted({inputs[k] for k in asked})
+        batches.append(AnswerBatch(asked, distinct, [distinct.index(inputs[k]) for k in asked]))
+    return batches
+
+
 def _is_one_audio(audio: object) -> bool:
     """Whether ``audio`` is one input (a path, an array, or an array with its rate), not a list of them."""
     if isinstance(audio, tuple) and len(audio) == 2 and isinstance(audio[1], (int, np.integer)):
@@ -55,10 +83,8 @@ def _is_one_audio(audio: object) -> bool:
     return isinstance(audio, (str, Path, np.ndarray))
 
 
-def _samples(audio: Audio, sample_rate: int | None) -> np.ndarray:
-    """16 kHz mono float32 samples of a path or of an array with its rate."""
-    if isinstance(audio, (str, Path)):
-        return load_audio(audio, allow_upsample=True)
+def _samples(audio: np.ndarray | tuple[np.ndarray, int], sample_rate: int | None) -> np.ndarray:
+    """16 kHz mono float32 samples of an array with its rate."""
     if isinstance(audio, tuple):
         audio, sample_rate = audio
     if sample_rate is None:
@@ -119,8 +145,9 @@ class SpeechLLM:
 
     def features(self, audio: Audio, sample_rate: int | None = None) -> torch.Tensor:
         """The log-mel features ``(T, n_mels)`` of one audio input, as stage 2 computes them."""
-        source = str(audio) if isinstance(audio, (str, Path)) else "audio samples"
-        return log_mel(check_length(_samples(audio, sample_rate), source), self.n_mels)
+        if isinstance(audio, (str, Path)):
+            return audio_file_log_mel(audio, self.n_mels, str(audio))
+        return speech_log_mel(_samples(audio, sample_rate), self.n_mels, "audio samples")
 
     def answer(self, audio: Audio | Sequence[Audio], question: str | Sequence[str], *,
                sample_rate: int | None = None, batch_size: int | None = None, **generation) -> str | list[str]:
@@ -148,16 +175,13 @@ class SpeechLLM:
         """The answers to ``asked``, pairs (index into ``feats``, question), in their order: in
         batches of ``batch_size`` (default: the teacher's) of similar length, each audio input
         encoded once a batch."""
-        batch_size = batch_size or self.generation.batch_size
-        order = sorted(range(len(asked)), key=lambda k: (-feats[asked[k][0]].shape[0], k))
+        plan = plan_batches([i for i, _ in asked], {i: f.shape[0] for i, f in enumerate(feats)},
+                            batch_size or self.generation.batch_size)
         answers = [""] * len(asked)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            inputs = sorted({asked[k][0] for k in chunk})
-            padded = torch.nn.utils.rnn.pad_sequence([feats[i] for i in inputs], batch_first=True)
-            lens = torch.tensor([feats[i].shape[0] for i in inputs])
-            rows = [inputs.index(asked[k][0]) for k in chunk]
-            for k, text in zip(chunk, self.generate(padded, lens, [asked[k][1] for k in chunk], rows, **generation)):
+        for batch in plan:
+            padded, lens = pad_features([feats[i] for i in batch.inputs])
+            texts = self.generate(padded, lens, [asked[k][1] for k in batch.asked], batch.rows, **generation)
+            for k, text in zip(batch.asked, texts):
                 answers[k] = text
         return answers
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
+import torch
 from sllm_fixtures import make_imitation_data, make_model_dirs, make_trained_dir
 from teacher_fixtures import SENTENCES
 
@@ -16,6 +18,8 @@ from mtbi.bench.infer import SpeechAnswerer, run_inference
 from mtbi.bench.metrics import bleu, exact_match, follows_task, is_transcription, normalize_answer, rouge_l, word_error_rate
 from mtbi.bench.scoring import score_system
 from mtbi.data.speech_features import SpeechFeatures
+from mtbi.env import cpu_description
+from mtbi.env import record as record_env
 from mtbi.errors import MtbiError
 from mtbi.hub import ResolvedModel
 from mtbi.models.interleave import SpeechSegment, TextSegment, build_segments
@@ -232,7 +236,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True)
 
 
-def test_score_and_compare_write_reports_and_the_readme_table(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_score_and_compare_write_reports_and_the_results_table(tmp_path: Path) -> None:
     items = build_bench(TEXTS, BANK)
     for system, wrong in (("teacher_text", set()), ("sllm_mtbi", {"qa_place", "transcription"}),
                           ("sllm_mtbi_seed1", {"qa_place", "transcription", "summary"})):
@@ -252,15 +257,22 @@ def test_score_and_compare_write_reports_and_the_readme_table(tmp_path: Path) ->
     assert scores["per_task"]["keywords"]["heldout"]["fidelity"]["exact_match"] == 1.0
     assert scores["task_generalization"]["heldout"]["fidelity"]["exact_match"] == pytest.approx(4 / 5, abs=1e-4)
     assert scores["wer"] == 1.0
-    readme = tmp_path / "README.md"
+    for run in ("sllm_mtbi", "sllm_mtbi_seed1"):  # what stage 6 records of each training
+        record_env(tmp_path / run / "env.txt", 6, torch_threads="1")
+    readme = tmp_path / "RESULTS.md"
     readme.write_text("# Recipe\n\n<!-- results:test:begin -->\nold table\n<!-- results:test:end -->\n\nmore text\n")
     compared = _cli("mtbi.bin.compare", "--test_set", "test", "--systems", str(tmp_path / "teacher_text"),
                     str(tmp_path / "sllm_mtbi"), str(tmp_path / "sllm_mtbi_seed1"), "--out", str(tmp_path / "results_test"),
-                    "--readme", str(readme), "--metric", "exact_match", "--resamples", "500")
+                    "--markdown", str(readme), "--metric", "exact_match", "--resamples", "500")
     assert compared.returncode == 0, compared.stderr
     # two seeds of mtbi: 9 and 8 of the 10 seen questions right (std 7.1 points), 4 of 5 held-out in both
     row = "| mtbi | speech | 2 | 85.0 ± 7.1 | 85.0 ± 7.1 | 80.0 ± 0.0 | 80.0 ± 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 | - | - |"
     assert row in compared.stdout
+    # stamped with the command, and the commit, machine and threads the runs were trained with
+    stamp = compared.stdout.splitlines()[0]
+    assert stamp.startswith(f"Made {date.today().isoformat()} by `python -m mtbi.bin.compare --test_set test ")
+    assert "from runs trained at mtbi commit " in stamp and f" on {cpu_description()}, torch {torch.__version__}, " \
+        "1 torch thread per job" in stamp
     data = json.loads((tmp_path / "results_test.json").read_text())
     assert data["systems"]["mtbi"]["seeds"] == 2 and data["headline_metric"] == "exact_match"
     seen = data["systems"]["mtbi"]["fidelity"]["exact_match"]["seen"]
@@ -277,7 +289,7 @@ def test_score_and_compare_write_reports_and_the_readme_table(tmp_path: Path) ->
     assert titles == ["seen prompts"] * 2 + ["unseen prompts"] * 2 + ["held-out tasks"] * 2
     assert "| mtbi | no idea |" in samples or "qa_place" not in samples
     keyed = _cli("mtbi.bin.compare", "--test_set", "test", "--systems", str(tmp_path / "teacher_text"),
-                 "--out", str(tmp_path / "results_smol"), "--readme", str(readme), "--readme_key", "smol:test",
+                 "--out", str(tmp_path / "results_smol"), "--markdown", str(readme), "--markdown_key", "smol:test",
                  "--samples", "0")
     assert keyed.returncode == 0 and "Sample answers" not in keyed.stdout
     assert "<!-- results:smol:test:begin -->" in readme.read_text() and compared.stdout in readme.read_text()

@@ -13,7 +13,7 @@ from conftest import REPO_ROOT
 # benchmark answers through it; exporting a model writes its card from the benchmark's scores.
 LAYERS = [
     ["mtbi.errors"],
-    ["mtbi.stage", "mtbi.env", "mtbi.run_lock"],
+    ["mtbi.stage", "mtbi.env", "mtbi.run_lock", "mtbi.run_names"],
     ["mtbi.config", "mtbi.packaged", "mtbi.hub"],
     ["mtbi.cli"],
     ["mtbi.data"],

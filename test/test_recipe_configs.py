@@ -3,6 +3,7 @@ every key it names exists), and every file, package and task it names exists."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -68,18 +69,26 @@ def test_config_loads_and_what_it_names_exists(path: Path) -> None:
         assert tasks and set(tasks) <= set(bank.train_tasks), f"{path}: data.tasks {tasks} are not train tasks"
 
 
-def test_each_recipe_has_its_own_real_configs() -> None:
-    """conf/real is the recipe's to edit (model_dir, sizes): files, not links into TEMPLATE."""
-    for recipe in ("librispeech_mtbi", "commonvoice_mtbi"):
-        real = REPO_ROOT / "egs" / recipe / "conf" / "real"
-        names = sorted(p.name for p in real.iterdir())
-        assert names == sorted(p.name for p in (REPO_ROOT / "egs" / "TEMPLATE" / "conf" / "real").iterdir())
-        assert not [p for p in real.iterdir() if p.is_symlink()], recipe
+def _conf_files(conf: Path) -> list[str]:
+    return sorted(str(p.relative_to(conf)) for p in conf.rglob("*") if not p.is_dir())
+
+
+def test_each_recipe_has_its_own_configs(tmp_path: Path) -> None:
+    """A recipe's conf/ is its own to edit (an edit never changes another recipe): files, not links,
+    the same set as TEMPLATE's, which setup.sh copies into a new recipe."""
+    template = REPO_ROOT / "egs" / "TEMPLATE" / "conf"
+    made = tmp_path / "toy_mtbi"
+    subprocess.run([str(REPO_ROOT / "egs" / "TEMPLATE" / "setup.sh"), str(made)], check=True, capture_output=True)
+    for conf in [REPO_ROOT / "egs" / r / "conf" for r in ("librispeech_mtbi", "commonvoice_mtbi")] + [made / "conf"]:
+        assert _conf_files(conf) == _conf_files(template), conf
+        assert not [p for p in conf.rglob("*") if p.is_symlink()], conf
+    assert [(made / "conf" / f).read_bytes() for f in _conf_files(template)] == \
+        [(template / f).read_bytes() for f in _conf_files(template)]
 
 
 def test_the_baselines_of_a_set_differ_only_in_their_data() -> None:
     """The schedule and model live in one train_base.yaml per config set: one edit changes all four."""
-    for conf in (REPO_ROOT / "egs" / "TEMPLATE" / "conf").glob("**/train_base.yaml"):
+    for conf in (REPO_ROOT / "egs").glob("*/conf/**/train_base.yaml"):
         base = load_config(conf, TrainConfig)
         for tag in ("asr_sft", "blsp", "mtbi", "mtbi_interleave"):
             config = load_config(conf.parent / f"train_{tag}.yaml", TrainConfig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 from mtbi.bench.intervals import Interval, SplitFidelity
@@ -66,11 +67,12 @@ def test_study_report_gives_each_claim_its_verdict(tmp_path: Path) -> None:
     assert len(runs.curves["mtbi"][200]) == 1  # the seed without checkpoint answers has no curve
 
     out = tmp_path / "study" / "study"
-    readme = tmp_path / "README.md"
+    results_md = tmp_path / "RESULTS.md"
     result = subprocess.run([sys.executable, "-m", "mtbi.bin.study", "--exp_dir", str(exp), "--test_set", "test",
                              "--teacher_hyp", str(exp / "teacher_text" / "bench_test" / "hyp.jsonl"),
                              "--metric", "exact_match", "--resamples", "500", "--out", str(out),
-                             "--readme", str(readme)], capture_output=True, text=True)
+                             "--markdown", str(results_md), "--made_by", "local/run_study.sh"],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.with_suffix(".json").read_text())
     assert {(r["system"], r["split"], r["verdict"]) for r in data["generalization"]["rows"]} == {
@@ -83,4 +85,6 @@ def test_study_report_gives_each_claim_its_verdict(tmp_path: Path) -> None:
     assert curve[(100, "unseen")] == "holds" and curve[(200, "unseen")] == "undecided"
     assert data["curves"]["steps_to_reach"]["mtbi_interleave"]["unseen"] == 200
     assert (tmp_path / "study" / "study_data.png").is_file() and (tmp_path / "study" / "study_curves.png").is_file()
-    assert "<!-- study:test:begin -->" in readme.read_text()
+    assert "<!-- study:test:begin -->" in results_md.read_text() and result.stdout in results_md.read_text()
+    # stamped with the command; no run here has an env.txt, so the study's own environment
+    assert result.stdout.startswith(f"Made {date.today().isoformat()} by `local/run_study.sh` made at mtbi commit ")

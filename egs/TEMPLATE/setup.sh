@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Creates a new recipe from TEMPLATE: links the shared files (mtbi.sh, path.sh, cmd.sh, utils,
-# local/{run_baselines,run_study,mini_opts,import_data}.sh, conf/*.yaml, conf/smol/*.yaml, conf/slurm.conf), copies conf/real/*.yaml (this recipe's to edit) and
-# writes run.sh, db.sh and a local/data.sh stub, the one corpus-specific file.
+# Creates a new recipe from TEMPLATE: links the shared shell (mtbi.sh, path.sh, cmd.sh, utils,
+# local/{run_baselines,run_study,mini_opts,import_data}.sh), copies conf/ (the recipe's own configs)
+# and writes run.sh, db.sh and a local/data.sh stub, the one corpus-specific file.
 #
 #   egs/TEMPLATE/setup.sh egs/mycorpus_mtbi
 set -euo pipefail
@@ -14,7 +14,7 @@ template="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
 if [ -e "${target}" ]; then
     echo "$0: ${target} already exists; choose a new directory" >&2; exit 1
 fi
-mkdir -p "${target}/local" "${target}/conf/real" "${target}/conf/smol"
+mkdir -p "${target}/local" "${target}/conf"
 rel=$(realpath --relative-to="${target}" "${template}")
 for f in mtbi.sh path.sh cmd.sh utils; do
     ln -s "${rel}/${f}" "${target}/${f}"
@@ -22,17 +22,10 @@ done
 for f in run_baselines.sh run_study.sh mini_opts.sh import_data.sh; do
     ln -s "../${rel}/local/${f}" "${target}/local/${f}"
 done
-# Shared configs are linked one by one: replace a link with a file to change it for this recipe.
-for f in "${template}"/conf/*.yaml; do
-    ln -s "../${rel}/conf/$(basename "${f}")" "${target}/conf/$(basename "${f}")"
-done
-# The Slurm site settings (utils/slurm.pl reads conf/slurm.conf): an example to edit for a cluster.
-ln -s "../${rel}/conf/slurm.conf" "${target}/conf/slurm.conf"
-for f in "${template}"/conf/smol/*.yaml; do
-    ln -s "../../${rel}/conf/smol/$(basename "${f}")" "${target}/conf/smol/$(basename "${f}")"
-done
-# conf/real is copied, not linked: its model_dir, revision and sizes are this recipe's to set.
-cp "${template}"/conf/real/*.yaml "${target}/conf/real/"
+# conf/ is copied, not linked: the recipe's configs (the config sets tiny, smol/ and real/, the task
+# split, the Slurm site settings of conf/slurm.conf) are its own to edit, and an edit never
+# changes another recipe.
+cp -R "${template}/conf/." "${target}/conf/"
 
 name=$(basename "${target}")
 corpus=${name%_mtbi}
@@ -48,6 +41,9 @@ cat > "${target}/run.sh" << 'EOF'
 #!/usr/bin/env bash
 # MTBI recipe. Options go to mtbi.sh; see ./mtbi.sh --help.
 set -euo pipefail
+# shellcheck source=utils/lib.sh
+. utils/lib.sh
+record_command "$0" "$@"  # the stamps of the results tables name it
 
 train_set=train
 valid_set=dev

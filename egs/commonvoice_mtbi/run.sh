@@ -2,6 +2,9 @@
 # Common Voice (English) MTBI recipe. Without a corpus path in db.sh it runs on the synthetic
 # mini corpus. Options go to mtbi.sh; see ./mtbi.sh --help.
 set -euo pipefail
+# shellcheck source=utils/lib.sh
+. utils/lib.sh
+record_command "$0" "$@"  # the stamps of the results tables name it
 
 lang=en
 train_set=train_${lang}

@@ -2,6 +2,9 @@
 # LibriSpeech MTBI recipe. Without a corpus path in db.sh it runs on the synthetic mini corpus.
 # Options go to mtbi.sh, e.g. ./run.sh --stage 2 --stop_stage 2 --nj 8; see ./mtbi.sh --help.
 set -euo pipefail
+# shellcheck source=utils/lib.sh
+. utils/lib.sh
+record_command "$0" "$@"  # the stamps of the results tables name it
 
 train_set=train_clean_100
 valid_set=dev_clean

@@ -20,7 +20,7 @@ from typing import Protocol
 from mtbi.bench.build import BenchItem
 from mtbi.data.speech_features import FeatureSource
 from mtbi.errors import MtbiError
-from mtbi.pretrained import SpeechLLM
+from mtbi.pretrained import SpeechLLM, plan_batches
 from mtbi.stage import answer_to_file
 from mtbi.tasks.generation import GenerationParams, Generator
 from mtbi.tasks.prompting import render_prompt, with_speech_slot
@@ -51,15 +51,13 @@ class SpeechAnswerer:
         if missing:
             raise MtbiError(f"utterance '{missing[0]}' (and {len(missing) - 1} more) of the benchmark has no "
                             "features; run stage 2 for the test set")
-        order = sorted(range(len(items)), key=lambda k: (-self.features.num_frames[items[k].utt], items[k].key))
-        chunks = [order[start:start + self.params.batch_size] for start in range(0, len(order), self.params.batch_size)]
-        chunk_utts = [sorted({items[k].utt for k in chunk}) for chunk in chunks]
+        plan = plan_batches([i.utt for i in items], self.features.num_frames, self.params.batch_size,
+                            [i.key for i in items])
         answers = [""] * len(items)
-        for chunk, (utts, padded, lens) in zip(chunks, self.features.batches(chunk_utts)):
-            rows = [utts.index(items[k].utt) for k in chunk]
-            texts = self.sllm.generate(padded, lens, [items[k].prompt for k in chunk], rows,
+        for batch, (_, padded, lens) in zip(plan, self.features.batches([b.inputs for b in plan])):
+            texts = self.sllm.generate(padded, lens, [items[k].prompt for k in batch.asked], batch.rows,
                                        max_new_tokens=self.params.max_new_tokens, do_sample=self.params.do_sample)
-            for k, answer in zip(chunk, texts):
+            for k, answer in zip(batch.asked, texts):
                 answers[k] = answer
         return answers
 

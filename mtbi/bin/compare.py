@@ -8,8 +8,10 @@ as mean ± std over seeds with a 95% bootstrap interval over test items (seeds p
 --reference minus each system on the same items by a paired bootstrap test; held-out accuracy,
 task following and WER as mean ± std over seeds; --samples answers per split below the tables.
 Writes <out>.md, <out>.json and <out>.png (error bars: the intervals), prints the table, and
-with --readme puts it into that README between ``<!-- results:<key>:begin -->`` and
-``<!-- results:<key>:end -->`` (key: --readme_key, by default the test set).
+with --markdown puts it into that file (the recipe's RESULTS.md) between
+``<!-- results:<key>:begin -->`` and ``<!-- results:<key>:end -->`` (key: --markdown_key, by
+default the test set). The table starts with its stamp: the date, --made_by, and the commit,
+machine and torch the runs were trained with (their env.txt).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 
@@ -33,8 +34,10 @@ from mtbi.bench.report import (
     samples_markdown,
 )
 from mtbi.bench.scoring import read_hyps
+from mtbi.bench.stamp import run_environments, table_stamp
 from mtbi.cli import run_main
 from mtbi.errors import MtbiError
+from mtbi.run_names import REFERENCE, TEACHER_TEXT, system_of
 from mtbi.stage import atomic_write
 from mtbi.train.sllm_dir import training_summary
 
@@ -45,32 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--test_set", required=True)
     parser.add_argument("--systems", nargs="+", required=True,
-                        help="run dirs, e.g. exp/teacher_text exp/sllm_mtbi exp/sllm_mtbi_seed1 (scores in "
+                        help=f"run dirs, e.g. exp/{TEACHER_TEXT} exp/sllm_mtbi exp/sllm_mtbi_seed1 (scores in "
                              "<dir>/bench_<set>; <dir>_seed<k>: another seed of the same system)")
     parser.add_argument("--out", required=True, help="output path without extension, e.g. exp/results_<set>")
     parser.add_argument("--samples", type=int, default=2,
                         help="questions per split whose answers go below the table (0: none)")
-    parser.add_argument("--reference", default="mtbi",
+    parser.add_argument("--reference", default=REFERENCE,
                         help="the system the others are compared with item by item (paired bootstrap)")
     parser.add_argument("--metric", choices=list(METRICS), default="rouge_l",
                         help="the headline fidelity metric of the table and chart: exact_match for teachers of "
                              "short exact answers (the tiny set), rouge_l or chrf for real LLMs' free-form answers")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the intervals and tests")
-    parser.add_argument("--readme", default=None, help="a README.md to put the table into")
-    parser.add_argument("--readme_key", default=None,
-                        help="the README's results markers to replace (default: the test set), e.g. smol:test_clean")
+    parser.add_argument("--markdown", default=None, help="a markdown file (the recipe's RESULTS.md) to put the table into")
+    parser.add_argument("--markdown_key", default=None,
+                        help="the file's results markers to replace (default: the test set), e.g. smol:test_clean")
+    parser.add_argument("--made_by", default=None,
+                        help="the command that made the runs, for the table's stamp (mtbi.sh passes the recipe "
+                             "command the user ran; default: this command)")
     return parser
-
-
-def system_name(run_dir: Path) -> str:
-    """The system a run dir belongs to: ``exp/sllm_mtbi_seed2`` -> ``mtbi``."""
-    return re.sub(r"_seed\d+$", "", run_dir.name.removeprefix("sllm_"))
 
 
 def main(args: argparse.Namespace) -> None:
     run_dirs: dict[str, list[Path]] = {}
     for run in args.systems:
-        run_dirs.setdefault(system_name(Path(run)), []).append(Path(run))
+        run_dirs.setdefault(system_of(run), []).append(Path(run))
     systems, hyps = [], {}
     for name, dirs in run_dirs.items():
         summaries = [training_summary(d) for d in dirs]
@@ -85,7 +86,9 @@ def main(args: argparse.Namespace) -> None:
     fidelity = {metric: compare_fidelity(hyps, args.reference, metric, args.resamples)
                 for metric in [args.metric] + [m for m in METRICS if m != args.metric]}
     speech = [name for name in hyps if name not in text_input]
-    table = comparison_markdown(systems, fidelity[args.metric], args.metric, args.test_set)
+    made_by = args.made_by or " ".join(["python -m mtbi.bin.compare", *sys.argv[1:]])
+    table = table_stamp(made_by, run_environments(args.systems)) + "\n\n"
+    table += comparison_markdown(systems, fidelity[args.metric], args.metric, args.test_set)
     for metric, by_system in fidelity.items():
         table += "\n" + fidelity_markdown({name: by_system[name] for name in speech}, metric, args.reference,
                                            args.resamples)
@@ -99,9 +102,9 @@ def main(args: argparse.Namespace) -> None:
         json.dump(comparison_json(systems, fidelity, args.metric, args.reference, args.test_set, args.resamples),
                   f, indent=1)
     plot_comparison(fidelity[args.metric], args.metric, out.with_suffix(".png"))
-    if args.readme:
-        replace_marked_section(Path(args.readme), f"results:{args.readme_key or args.test_set}", table)
-        logger.info("results table of %s written into %s", args.test_set, args.readme)
+    if args.markdown:
+        replace_marked_section(Path(args.markdown), f"results:{args.markdown_key or args.test_set}", table)
+        logger.info("results table of %s written into %s", args.test_set, args.markdown)
     sys.stdout.write(table)
     logger.info("table %s, data %s, chart %s", out.with_suffix(".md"), out.with_suffix(".json"), out.with_suffix(".png"))
 

@@ -13,11 +13,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True, help="the env.txt to append to, e.g. exp/log/env.txt")
     parser.add_argument("--stage", type=int, required=True, help="the stage being run")
+    parser.add_argument("--torch_threads", default=None,
+                        help="the torch CPU threads of the job recorded, e.g. 1 or 'default (2 cores)'")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    record(args.out, args.stage)
+    record(args.out, args.stage, args.torch_threads)
 
 
 if __name__ == "__main__":

@@ -64,10 +64,10 @@ def load_features(utt: str, rxfile: str) -> np.ndarray:
     return mat
 
 
-def pad_features(mats: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Feature matrices ``(T_i, F)`` as one float32 batch ``(B, max T_i, F)``, zero-padded, and
+def pad_features(mats: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feature matrices ``(T_i, F)`` (arrays or tensors) as one float32 batch ``(B, max T_i, F)``, zero-padded, and
     their lengths ``(B,)``."""
-    tensors = [torch.tensor(m, dtype=torch.float32) for m in mats]
+    tensors = [m.float() if isinstance(m, torch.Tensor) else torch.tensor(m, dtype=torch.float32) for m in mats]
     lens = torch.tensor([t.shape[0] for t in tensors])
     return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True), lens
 

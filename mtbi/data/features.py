@@ -33,12 +33,13 @@ def mel_filters(n_mels: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(bank, dtype=np.float32)).T.contiguous()
 
 
-def check_length(samples: np.ndarray, source: str) -> np.ndarray:
-    """``samples`` (16 kHz), or a one-line error naming ``source`` when they are too short for a frame."""
+def speech_log_mel(samples: np.ndarray, n_mels: int, source: str) -> torch.Tensor:
+    """The log-mel features ``(T, n_mels)`` of audio to answer about (16 kHz mono ``samples``), as
+    stage 2 computes them; audio too short for a frame is a one-line error naming ``source``."""
     if len(samples) < MIN_SAMPLES:
         raise MtbiError(f"{source}: {len(samples)} samples at {SAMPLE_RATE} Hz is too short to answer about "
                         f"(at least {MIN_SAMPLES}, {1000 * MIN_SAMPLES // SAMPLE_RATE} ms)")
-    return samples
+    return log_mel(samples, n_mels)
 
 
 def log_mel(samples: np.ndarray | torch.Tensor, n_mels: int = 80, pad_to_30s: bool = False) -> torch.Tensor:

@@ -21,7 +21,7 @@ import yaml
 from mtbi.data.audio import HOP_LENGTH, AudioError, load_audio, probe_audio, resampled_length
 from mtbi.data.datadir import read_table
 from mtbi.data.feature_dump import FEATS_INFO, FEATS_TYPES, load_features, pad_features
-from mtbi.data.features import check_length, log_mel
+from mtbi.data.features import log_mel, speech_log_mel
 from mtbi.data.wav_scp import AudioTable
 from mtbi.errors import MtbiError
 
@@ -127,10 +127,16 @@ class AudioFileFeatures(FeatureSource):
     def load(self, utt: str) -> np.ndarray:
         path = self.paths[utt]
         try:
-            samples = load_audio(path, allow_upsample=True)
+            return audio_file_log_mel(path, self.n_mels, f"item '{utt}' ({path})").numpy()
         except AudioError as err:  # a plain MtbiError: it crosses from a DataLoader worker as one line
             raise MtbiError(f"item '{utt}': {err}; fix or remove the item") from None
-        return log_mel(check_length(samples, f"item '{utt}' ({path})"), self.n_mels).numpy()
+
+
+def audio_file_log_mel(path: str | Path, n_mels: int, source: str) -> torch.Tensor:
+    """The log-mel features ``(T, n_mels)`` of an audio file to answer about, at any sample rate
+    and channel count (averaged, resampled to 16 kHz), as a raw stage-2 dir computes them;
+    unreadable or too short audio is a one-line error (naming ``source``)."""
+    return speech_log_mel(load_audio(path, allow_upsample=True), n_mels, source)
 
 
 class _Batches(torch.utils.data.Dataset):

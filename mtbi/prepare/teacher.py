@@ -166,7 +166,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 
 
 def teacher_report_markdown(info: dict, bank: TaskBank) -> str:
-    """The tiny teacher's per-task accuracy table (for the recipe README)."""
+    """The tiny teacher's per-task accuracy table (exp/teacher/teacher_report.md)."""
     report = info["report"]
     lines = [f"Tiny teacher `{info['name']}`: {report['parameters'] / 1e6:.2f}M parameters, "
              f"{report['steps']} steps in {report['train_seconds']:.0f} s.", "",

@@ -121,6 +121,7 @@ class Trainer:
         self.step = 0
         self.window = LogWindow()
         self.train_seconds = 0.0  # wall time spent training, summed over resumed runs
+        self._clock = time.time()  # when train_seconds was last brought up to date
         self.wrapped = model
         if ddp.world_size > 1:
             # Every rank loaded the same frozen models: DDP need not broadcast them from rank 0
@@ -242,7 +243,7 @@ class Trainer:
             self._train(signals)
 
     def _train(self, signals: StopSignals) -> None:
-        config, optim = self.config, self.config.optim
+        optim = self.config.optim
         self.resume()
         self.sampler = self.batch_sampler(self.step * optim.accum_grad)
         padding = self.report_padding(self.sampler)
@@ -250,74 +251,92 @@ class Trainer:
             logger.info("training already reached step %d", self.step)
             self.finish()
             return
-        writer = None
-        if self.ddp.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step + 1)
-            writer.add_scalar("data/padding_fraction", padding["bucketed"], self.step)
-            writer.add_scalar("data/llm_padding_fraction", padding["llm_bucketed"], self.step)
-            writer.add_scalar("data/utts_per_batch", padding["utts_per_batch"], self.step)
+        writer = self._summary_writer(padding)
         batches = iter(self._loader(self.sampler))
         progress = tqdm(total=optim.max_steps, initial=self.step, desc="training", unit="step",
                         disable=not self.ddp.is_main, mininterval=5.0)
         self.model.train()
-        window = self.window
-        window.start = clock = time.time()
+        self.window.start = self._clock = time.time()
         stopped_by = None
-        while self.step < optim.max_steps:
-            micro = [next(batches) for _ in range(optim.accum_grad)]
-            tokens = self.ddp.all_sum(torch.tensor(float(sum(b.num_target_tokens for b in micro)))).item()
-            scale = self.ddp.world_size / tokens
-            for i, batch in enumerate(micro):
-                sync = i == len(micro) - 1 or self.ddp.world_size == 1
-                no_sync = contextlib.nullcontext() if sync else self.wrapped.no_sync()
-                with no_sync, self.autocast():
-                    out = self.wrapped(batch.to(self.device), scale, config.kl_weight, config.ce_weight)
-                loss = out["loss"]
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
-                window.ce += out["ce_sum"].item()
-                window.kl += out.get("kl_sum", torch.zeros(())).item()
-                window.frames += int(batch.feats_lens.sum())
-            if self.scaler:
-                self.scaler.unscale_(self.optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, optim.grad_clip)
-            if not torch.isfinite(grad_norm):
-                raise MtbiError(f"the gradient is not finite at step {self.step + 1} (loss diverged); lower "
-                                f"optim.learning_rate or use precision bf16; checkpoints are in {self.out_dir / sllm_dir.CHECKPOINT_DIR}")
-            if self.scaler:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            self.step += 1
-            window.tokens += tokens
-            window.timed_tokens += tokens
+        while self.step < optim.max_steps and not stopped_by:
+            self._optimizer_step([next(batches) for _ in range(optim.accum_grad)])
             progress.update(1)
-            if self.step % config.log_interval == 0 or self.step == optim.max_steps:
-                self._log(window, writer, progress)
-                self.window = window = LogWindow()
-            saved = self.step % config.save_interval == 0 or self.step == optim.max_steps
-            if saved:
-                self._validate(writer)
-                now = time.time()
-                self.train_seconds, clock = self.train_seconds + now - clock, now
-                self.save_checkpoint()
-            if self.step < optim.max_steps:  # the last step finishes the run whatever came
-                stopped_by = signals.agreed(self.ddp.all_sum, self.device)
-            if stopped_by:
-                if not saved:  # no validation: the resumed run's loss log is the uninterrupted one's
-                    self.train_seconds += time.time() - clock
-                    self.save_checkpoint()
-                break
+            stopped_by = self._after_step(writer, progress, signals)
         progress.close()
         if writer:
             writer.close()
         if stopped_by:
             raise TrainingStopped(stopped_by, self.step, sllm_dir.checkpoint_path(self.out_dir, self.step))
         self.finish()
+
+    def _summary_writer(self, padding: dict[str, float]):
+        """Rank 0's TensorBoard writer, from the step resumed at, with the batches' padding; None on other ranks."""
+        if not self.ddp.is_main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step + 1)
+        writer.add_scalar("data/padding_fraction", padding["bucketed"], self.step)
+        writer.add_scalar("data/llm_padding_fraction", padding["llm_bucketed"], self.step)
+        writer.add_scalar("data/utts_per_batch", padding["utts_per_batch"], self.step)
+        return writer
+
+    def _optimizer_step(self, micro: list) -> None:
+        """One optimizer step on this rank's micro-batches ``micro``, its loss sums added to the log window."""
+        config, window = self.config, self.window
+        tokens = self.ddp.all_sum(torch.tensor(float(sum(b.num_target_tokens for b in micro)))).item()
+        scale = self.ddp.world_size / tokens
+        for i, batch in enumerate(micro):
+            sync = i == len(micro) - 1 or self.ddp.world_size == 1
+            no_sync = contextlib.nullcontext() if sync else self.wrapped.no_sync()
+            with no_sync, self.autocast():
+                out = self.wrapped(batch.to(self.device), scale, config.kl_weight, config.ce_weight)
+            loss = out["loss"]
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            window.ce += out["ce_sum"].item()
+            window.kl += out.get("kl_sum", torch.zeros(())).item()
+            window.frames += int(batch.feats_lens.sum())
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, config.optim.grad_clip)
+        if not torch.isfinite(grad_norm):
+            raise MtbiError(f"the gradient is not finite at step {self.step + 1} (loss diverged); lower "
+                            f"optim.learning_rate or use precision bf16; checkpoints are in {self.out_dir / sllm_dir.CHECKPOINT_DIR}")
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        window.tokens += tokens
+        window.timed_tokens += tokens
+
+    def _after_step(self, writer, progress: tqdm, signals: StopSignals) -> str | None:
+        """The loss line, validation and checkpoint due after a step; then, before the last step,
+        the stop signal every rank agrees on (checkpointed at this step), or None."""
+        config = self.config
+        last = self.step == config.optim.max_steps
+        if self.step % config.log_interval == 0 or last:
+            self._log(self.window, writer, progress)
+            self.window = LogWindow()
+        saved = self.step % config.save_interval == 0 or last
+        if saved:
+            self._validate(writer)
+            self._checkpoint()
+        if last:  # the last step finishes the run whatever came
+            return None
+        stopped_by = signals.agreed(self.ddp.all_sum, self.device)
+        if stopped_by and not saved:  # no validation: the resumed run's loss log is the uninterrupted one's
+            self._checkpoint()
+        return stopped_by
+
+    def _checkpoint(self) -> None:
+        """Add the wall time since the last checkpoint to the training time, and save one."""
+        now = time.time()
+        self.train_seconds, self._clock = self.train_seconds + now - self._clock, now
+        self.save_checkpoint()
 
     def _log(self, window: LogWindow, writer, progress: tqdm) -> None:
         sums = self.ddp.all_sum(torch.tensor([window.ce, window.kl, float(window.frames)]))

@@ -16,12 +16,14 @@ checking that all three give the same alignments.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Callable
 
 import numpy as np
 import torch
 
+from mtbi.bench.stamp import table_stamp
 from mtbi.models.ctc_align import forced_align, forced_align_batch
 
 
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (one a job, as stage 3 runs --nj jobs)")
     args = parser.parse_args()
+    print(table_stamp(" ".join(sys.argv), []), flush=True)  # what made the figures below
     torch.set_num_threads(args.threads)
     utterances = make_utterances(args.utts, args.vocab, torch.Generator().manual_seed(0))
     batches = [utterances[i:i + args.batch_size] for i in range(0, len(utterances), args.batch_size)]

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from mtbi.bench.stamp import table_stamp
 from mtbi.models.connectors import ConnectorConfig
 from mtbi.models.encoders import WhisperSpeechEncoder
 from mtbi.models.interleave import SpeechSegment, TextSegment
@@ -154,6 +155,7 @@ def main() -> None:
     if args.load:
         print(json.dumps(load_in_this_process(*args.load)))
         return
+    print(table_stamp(" ".join(sys.argv), []), flush=True)  # what made the figures below
     llm_dir, llm_bf16_dir, whisper_dir = prepare_models(args.work_dir)
     matmul = bf16_matmul_speed()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "

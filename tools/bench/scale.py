@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from mtbi.bench.stamp import table_stamp
+
 REPO = Path(__file__).resolve().parents[2]
 RECIPE_CONF = REPO / "egs" / "librispeech_mtbi" / "conf"
 WORDS = "zero one two three four five six seven eight nine".split()
@@ -239,6 +241,7 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=1000)
     parser.add_argument("--work_dir", type=Path, default=Path("/tmp/mtbi_scale"))
     args = parser.parse_args()
+    print(table_stamp(" ".join(sys.argv), []), flush=True)  # what made the figures below
     sources = make_sources(args.work_dir / "sources")
     results = [measure(n, args.work_dir, sources, args.nj, args.subset) for n in sorted(args.utts)]
     print(json.dumps(results, indent=1))

@@ -11,11 +11,13 @@ Prints utterances (answers) per second of both and their ratio.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from mtbi.bench.stamp import table_stamp
 from mtbi.data.datadir import read_table
 from mtbi.tasks.bank import load_task_bank
 from mtbi.tasks.generation import GenerationParams, HFGenerator
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--max_new_tokens", type=int, default=40)
     parser.add_argument("--num_threads", type=int, default=0)
     args = parser.parse_args()
+    print(table_stamp(" ".join(sys.argv), []), flush=True)  # what made the figures below
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     if not Path(args.teacher_dir, "config.json").is_file():

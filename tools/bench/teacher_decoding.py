@@ -12,12 +12,14 @@ A batch decodes until its longest answer ends, so a few rambling answers set the
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mtbi.bench.stamp import table_stamp
 from mtbi.data.datadir import read_table
 from mtbi.tasks.bank import load_task_bank
 from mtbi.tasks.generation import Completion, GenerationParams, HFGenerator
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also time bf16 weights at --max_new_tokens")
     parser.add_argument("--num_threads", type=int, default=0)
     args = parser.parse_args()
+    print(table_stamp(" ".join(sys.argv), []), flush=True)  # what made the figures below
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     if not Path(args.teacher_dir, "config.json").is_file():

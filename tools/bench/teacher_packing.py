@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from mtbi.bench.stamp import table_stamp
 from mtbi.mini.corpus import generate_sentences, load_lexicon
 from mtbi.mini.tiny_teacher import TinyTeacherConfig, _tokenize, build_tokenizer, pack_examples, packed_losses, rule_example, rule_examples
 from mtbi.tasks.bank import load_task_bank
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    print(table_stamp(" ".join(sys.argv), []), flush=True)  # what made the figures below
     torch.set_num_threads(args.threads)
     config, bank, rng = TinyTeacherConfig(), load_task_bank(), random.Random(0)
     texts = [normalize_transcript(s) for s in generate_sentences(2000, rng, set(), load_lexicon())]

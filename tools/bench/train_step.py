@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmark: SLLM training-step throughput against the step before issue 17, in the same run,
+"""Benchmark: SLLM training-step throughput against the naive step (named baseline), in the same run,
 on a recipe's stage outputs (stages 1-5 done; stage 6's encoder cache is used when present).
 
     tools/venv/bin/python tools/bench/train_step.py --recipe egs/librispeech_mtbi --config_set smol
 
 Times ``--steps`` optimizer steps of conf[/<set>]/train_mtbi.yaml for each of:
 
-- baseline: the step before issue 17 — the LM head over the whole vocabulary at every position,
+- baseline: the naive step — the LM head over the whole vocabulary at every position,
   every prompt token through forward and backward, batches of ``batch_size`` examples bucketed
   by speech length (it re-implements that forward here);
 - ``SpeechLLMModel.forward`` on the same batches: the LM head only where a response token is
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from mtbi.bench.stamp import table_stamp
 from mtbi.config import load_config
 from mtbi.models.speech_llm import IGNORE, SpeechBatch, SpeechLLMModel, build_speech_llm
 from mtbi.stage import marker
@@ -68,7 +70,7 @@ def matmul_flops_per_s(total_flops: float, device: torch.device, dtype: torch.dt
 
 
 def baseline_loss(model: SpeechLLMModel, batch: SpeechBatch) -> torch.Tensor:
-    """The summed response cross-entropy as computed before issue 17: logits over the whole
+    """The summed response cross-entropy of the naive step: logits over the whole
     vocabulary at every position of every prompt, all with gradient."""
     embeds, mask, labels = model.embed(batch)
     logits = model.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--num_threads", type=int, default=0)
     parser.add_argument("--bf16", action="store_true", help="also time the token batches with bf16 autocast")
     args = parser.parse_args()
+    print(table_stamp(" ".join(sys.argv), []), flush=True)  # what made the figures below
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     os.chdir(args.recipe)  # wav.scp and feats.scp hold paths relative to the recipe dir, as in ESPnet

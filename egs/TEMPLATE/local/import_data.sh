@@ -9,7 +9,8 @@
 # or be a link to it, with the options in a file that run.sh passes on:
 #     ./run.sh --local_data_opts "--config conf/import_data.conf"   (lines: --src_dirs /x/train ...)
 set -euo pipefail
-log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
+# shellcheck source=../utils/lib.sh
+. utils/lib.sh
 
 sets="train dev test"
 src_dirs=          # Kaldi/ESPnet data dirs, one per set

@@ -4,7 +4,8 @@
 # dev_en -> dev.tsv, test_en -> test.tsv. With COMMONVOICE empty in db.sh, the synthetic
 # mini corpus (mp3 clips, real tsv header) is built and used.
 set -euo pipefail
-log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
+# shellcheck source=../utils/lib.sh
+. utils/lib.sh
 
 sets="train_en dev_en test_en"
 nj=4

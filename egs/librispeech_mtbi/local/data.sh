@@ -3,7 +3,8 @@
 # Set names map to parts: train_clean_100 -> train-clean-100, ..., train_960 -> all train
 # parts. With LIBRISPEECH empty in db.sh, the synthetic mini corpus is built and used.
 set -euo pipefail
-log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
+# shellcheck source=../utils/lib.sh
+. utils/lib.sh
 
 sets="train_clean_100 dev_clean test_clean"
 nj=4
