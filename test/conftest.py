@@ -1,4 +1,6 @@
-"""Shared fixtures: small corpora in the real LibriSpeech and Common Voice layouts; an offline hub cache."""
+"""Shared fixtures: small corpora in the real LibriSpeech and Common Voice layouts; an offline hub
+cache; the one run of the tiny LibriSpeech recipe (recipe_fixtures.py). And the test tiers: without
+--all or -m, the tests marked slow or recipe (setup.cfg) are deselected."""
 
 from __future__ import annotations
 
@@ -9,8 +11,38 @@ import huggingface_hub.constants
 import numpy as np
 import pytest
 import soundfile as sf
+from recipe_fixtures import REPO_ROOT, TinyRecipe, make_tiny_recipe
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["REPO_ROOT"]  # test modules import it from here
+TIERS = ("slow", "recipe")  # the markers of the tiers that a run without --all or -m leaves out
+DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--all", action="store_true", help="run every tier: the default one, slow and recipe")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the tests of the slow and recipe tiers, unless --all or -m says which to run."""
+    unmarked = [item.nodeid for item in items
+                if "tiny_recipe" in item.fixturenames and not item.get_closest_marker("recipe")]
+    if unmarked:
+        raise pytest.UsageError(f"tests on the shared tiny recipe run must be marked recipe: {unmarked}")
+    if config.getoption("--all") or config.getoption("markexpr"):
+        return
+    kept = [item for item in items if not any(item.get_closest_marker(tier) for tier in TIERS)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        config.stash[DESELECTED] = len(items) - len(kept)
+        items[:] = kept
+
+
+@pytest.hookimpl(trylast=True)  # after the durations, just above the counts
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if DESELECTED in config.stash:
+        count = config.stash[DESELECTED]
+        terminalreporter.write_line(f"{count} test{'s' * (count > 1)} of the slow and recipe tiers deselected; "
+                                    "run them with --all (every tier), -m slow or -m recipe")
 
 
 def tone(seconds: float, sample_rate: int, freq: float = 440.0, channels: int = 1) -> np.ndarray:
@@ -74,3 +106,9 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tmp_path_factory: pytest.TempPathFactory) -> TinyRecipe:
+    """Stages 1-8 of the tiny LibriSpeech recipe, run once for the session (recipe_fixtures.TinyRecipe)."""
+    return make_tiny_recipe(tmp_path_factory.mktemp("tiny_recipe"))

@@ -133,20 +133,22 @@ def test_stop_signals_are_recorded_inside_and_act_as_before_outside() -> None:
 @pytest.fixture(scope="module")
 def sllm(tmp_path_factory: pytest.TempPathFactory) -> dict:
     setup = make_training_setup(tmp_path_factory.mktemp("faults"))
-    root = setup["root"]
-    config = root / "train.yaml"
-    config.write_text(yaml.safe_dump({
+    setup["config"] = setup["root"] / "train.yaml"
+    setup["config"].write_text(yaml.safe_dump({
         "model": {"connector": {"kind": "conv", "stride": 2, "hidden_size": 32}},
         "data": {"tasks": ["transcription", "qa_subject", "qa_color", "continuation"], "interleave": {"prob": 0.5}},
         "optim": {"learning_rate": 0.01, "warmup_steps": 2, "max_steps": MAX_STEPS, "batch_size": 4},
         "log_interval": 2, "save_interval": SAVE_INTERVAL, "valid_examples": 8, "num_workers": 0}))
-    setup["config"] = config
-    # The uninterrupted run, started over a lock that a dead process left.
-    straight = root / "straight"
-    setup["stale_pid"] = dead_pid()
-    write_lock(straight, setup["stale_pid"])
-    setup["straight"] = subprocess.run([sys.executable, *command(setup, straight)], capture_output=True, text=True)
     return setup
+
+
+@pytest.fixture(scope="module")
+def straight(sllm: dict) -> dict:
+    """The uninterrupted run, started over a lock that a dead process left: its dir, result and the dead pid."""
+    out, stale_pid = sllm["root"] / "straight", dead_pid()
+    write_lock(out, stale_pid)
+    result = subprocess.run([sys.executable, *command(sllm, out)], capture_output=True, text=True)
+    return {"dir": out, "result": result, "stale_pid": stale_pid}
 
 
 def command(setup: dict, out_dir: Path) -> list[str]:
@@ -154,9 +156,13 @@ def command(setup: dict, out_dir: Path) -> list[str]:
 
 
 def wait_for_a_loss_line(process: subprocess.Popen, out: Path) -> None:
-    log, deadline = out / "losses.jsonl", time.time() + 120
-    while process.poll() is None and time.time() < deadline and not (log.exists() and '"loss"' in log.read_text()):
+    """Wait until the training ``process`` has logged a loss (it is past its first steps); fail if
+    it ends first or takes over 300 s."""
+    log, deadline = out / "losses.jsonl", time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and not (log.exists() and '"loss"' in log.read_text()):
         time.sleep(0.02)
+    assert process.poll() is None and log.exists() and '"loss"' in log.read_text(), \
+        "the training ended, or logged no loss in 300 s"
 
 
 def stopped_at(line: str, sig: signal.Signals, out: Path) -> int:
@@ -182,15 +188,17 @@ def pid_of_rank(tag: str, rank: int) -> int:
     raise AssertionError(f"no rank {rank} of run {tag}")
 
 
-def test_a_lock_left_by_a_dead_process_is_taken_over_and_released_after_the_run(sllm: dict) -> None:
-    result, out = sllm["straight"], sllm["root"] / "straight"
+@pytest.mark.slow
+def test_a_lock_left_by_a_dead_process_is_taken_over_and_released_after_the_run(straight: dict) -> None:
+    result, out = straight["result"], straight["dir"]
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"taking over the lock of pid {sllm['stale_pid']} on host {socket.gethostname()}" in result.stderr
+    assert f"taking over the lock of pid {straight['stale_pid']} on host {socket.gethostname()}" in result.stderr
     assert (out / ".done").is_file() and not (out / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=lambda sig: sig.name)
-def test_a_stop_signal_writes_a_checkpoint_and_the_same_command_resumes(sllm: dict, tmp_path: Path,
+def test_a_stop_signal_writes_a_checkpoint_and_the_same_command_resumes(sllm: dict, straight: dict, tmp_path: Path,
                                                                          sig: signal.Signals) -> None:
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, *command(sllm, out)], stdout=subprocess.DEVNULL,
@@ -205,14 +213,14 @@ def test_a_stop_signal_writes_a_checkpoint_and_the_same_command_resumes(sllm: di
     result = subprocess.run([sys.executable, *command(sllm, out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resumed from {sllm_dir.checkpoint_path(out, step)} (step {step})" in result.stderr
-    straight = sllm["root"] / "straight"
-    assert losses(out) == losses(straight)
-    a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")
+    assert losses(out) == losses(straight["dir"])
+    a, b = load_file(straight["dir"] / "model.safetensors"), load_file(out / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow
-def test_ddp_ranks_stop_at_the_same_step_when_one_of_them_is_signalled(sllm: dict, tmp_path: Path) -> None:
+def test_ddp_ranks_stop_at_the_same_step_when_one_of_them_is_signalled(sllm: dict, straight: dict,
+                                                                         tmp_path: Path) -> None:
     out = tmp_path / "out"
     ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *command(sllm, out)]
     env = {**os.environ, "MTBI_TEST_RUN": str(tmp_path)}
@@ -231,9 +239,10 @@ def test_ddp_ranks_stop_at_the_same_step_when_one_of_them_is_signalled(sllm: dic
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed from {sllm_dir.checkpoint_path(out, step)} (step {step})" in result.stderr
     # Two ranks equal one process up to float noise (test_trainer.py): the same curve as the straight run's.
-    resumed, straight = losses(out), losses(sllm["root"] / "straight")
-    assert [sorted(r) for r in resumed] == [sorted(r) for r in straight]
-    assert [v for r in resumed for v in r.values()] == pytest.approx([v for r in straight for v in r.values()], rel=1e-4)
+    resumed, uninterrupted = losses(out), losses(straight["dir"])
+    assert [sorted(r) for r in resumed] == [sorted(r) for r in uninterrupted]
+    assert [v for r in resumed for v in r.values()] == \
+        pytest.approx([v for r in uninterrupted for v in r.values()], rel=1e-4)
 
 
 @pytest.mark.parametrize("host", [None, "node7"])

@@ -293,7 +293,6 @@ def test_shipped_configs() -> None:
     assert (whisper.model_dir, whisper.dtype) == ("openai/whisper-large-v3", "bfloat16")
     smol = load_config(conf / "smol" / "encoder.yaml", EncoderPrepConfig)
     assert smol.kind == "whisper" and smol.ct2_packages and smol.trim and not smol.model_dir
-    for recipe in ("librispeech_mtbi", "commonvoice_mtbi"):
+    for recipe in ("librispeech_mtbi", "commonvoice_mtbi"):  # the recipes' own copies
         for name in ("encoder_tiny.yaml", "smol/encoder.yaml"):
-            link = egs / recipe / "conf" / name
-            assert link.is_symlink() and link.resolve() == (conf / name).resolve(), link
+            assert load_config(egs / recipe / "conf" / name, EncoderPrepConfig) == load_config(conf / name, EncoderPrepConfig)

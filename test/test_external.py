@@ -79,6 +79,7 @@ def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_an_external_set_is_built_answered_and_scored_end_to_end(tmp_path: Path) -> None:
     """espeak-ng questions about mini-corpus sentences: which colour (multiple choice, answer by
     letter or by text) and who (free form), with audio in a subdir, answered by an SLLM from the

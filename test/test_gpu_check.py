@@ -32,6 +32,7 @@ def load_tool(name: str) -> ModuleType:
     return module
 
 
+@pytest.mark.slow
 def test_tiny_cpu_run_reports_every_figure(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()

@@ -196,34 +196,106 @@ def read_log(path):
     return lines, int(ended.group(1))
 
 
+def record_gpus(wait):
+    """A job that records when it ran and on which GPUs: "start <time> <CUDA_VISIBLE_DEVICES>",
+    then "end <time>" after the shell command ``wait``."""
+    return f'echo "start $(date +%s.%N) ${{CUDA_VISIBLE_DEVICES-unset}}"; {wait}; echo "end $(date +%s.%N)"'
+
+
+def gated_job():
+    """Like record_gpus, but the job ends when the test makes the file go.<JOB>."""
+    return record_gpus("until [ -e go.JOB ]; do sleep 0.02; done")
+
+
+@pytest.fixture
+def gates(tmp_path):
+    """The dir of the gated jobs' go.<JOB> files; at the end it ends the jobs a failed test left waiting."""
+    yield tmp_path
+    for name in ["JOB", *range(1, 5)]:
+        (tmp_path / f"go.{name}").touch()
+
+
+def wait_for(condition, what, timeout=30.0):
+    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout:.0f} s")
+        time.sleep(0.02)
+
+
+def wait_for_file(path, text):
+    wait_for(lambda: path.exists() and text in path.read_text(), f"{text!r} in {path}")
+
+
+def wait_until_waiting_for_a_job(pid):
+    """Wait until the run.pl process ``pid`` blocks in waitpid (/proc/<pid>/wchan): with
+    --max-jobs-run jobs running, it waits there for one to end before it starts another."""
+    wait_for(lambda: Path(f"/proc/{pid}/wchan").read_text() == "do_wait", f"run.pl {pid} waiting for a job to end")
+
+
+def wait_for_gpu_retries(pid, tries=3):
+    """Wait until the run.pl process ``pid`` has tried and failed to take its GPUs ``tries`` more
+    times: it sleeps 0.1 s after each failed try, and each sleep counts as a voluntary context
+    switch in /proc/<pid>/status."""
+    def switches():
+        return int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)$", Path(f"/proc/{pid}/status").read_text(), re.M)[1])
+    first = switches()
+    wait_for(lambda: switches() >= first + tries, f"{tries} tries of run.pl {pid} to take a GPU")
+
+
+def rendezvous(tmp_path, jobs, name="arrived"):
+    """An executable ``./<name> JOB`` for the command of run.pl's jobs: it marks job JOB arrived and
+    waits until all ``jobs`` jobs have (up to 20 s; else it fails), so it ends only if they run at
+    once."""
+    return write_exe(tmp_path / name, f"""#!/usr/bin/env bash
+touch "{name}.$1"
+for _ in $(seq 1000); do
+    [ "$(ls {name}.* | wc -l)" -ge {jobs} ] && exit 0
+    sleep 0.02
+done
+echo "job $1: only $(ls {name}.* | wc -l) of {jobs} jobs ran at once" >&2
+exit 1
+""")
+
+
 def test_run_pl_parallel_jobs(tmp_path):
-    start = time.monotonic()
+    rendezvous(tmp_path, 4)
     proc = run(
         [RUN_PL, "--max-jobs-run", "4", "JOB=1:4", "log/sub/foo.JOB.log",
-         "echo", "task", "JOB", ";", "sleep", "0.6", "|", "cat"],
-        cwd=tmp_path,
+         "echo", "task", "JOB", ";", "./arrived", "JOB", "|", "cat"],
+        cwd=tmp_path, timeout=60,
     )
-    elapsed = time.monotonic() - start
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stderr + "".join(p.read_text() for p in (tmp_path / "log/sub").iterdir())
     assert proc.stderr == ""
-    assert elapsed < 1.8, f"jobs did not run in parallel ({elapsed:.2f}s)"
     assert sorted(p.name for p in (tmp_path / "log/sub").iterdir()) == [
         f"foo.{i}.log" for i in range(1, 5)
     ]
     for i in range(1, 5):
         lines, code = read_log(tmp_path / f"log/sub/foo.{i}.log")
-        assert lines[0] == f"# echo task {i} ; sleep 0.6 | cat"
+        assert lines[0] == f"# echo task {i} ; ./arrived {i} | cat"
         assert lines[2:-2] == [f"task {i}"]
         assert code == 0
         assert ACCOUNTING.match(lines[-2]).group(1) == "1"
 
 
-def test_run_pl_max_jobs_run_limits_parallelism(tmp_path):
-    start = time.monotonic()
-    proc = run([RUN_PL, "JOB=1:4", "--max-jobs-run", "2", "log/s.JOB.log", "sleep", "0.5"], cwd=tmp_path)
-    elapsed = time.monotonic() - start
-    assert proc.returncode == 0, proc.stderr
-    assert 0.95 <= elapsed < 2.5
+def test_run_pl_max_jobs_run_limits_parallelism(tmp_path, gates):
+    """Two jobs at once: the third starts when the first ends, the fourth when the second does."""
+    proc = subprocess.Popen([str(RUN_PL), "JOB=1:4", "--max-jobs-run", "2", "log/s.JOB.log", "bash", "-c", gated_job()],
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "log"
+    wait_for_file(log / "s.1.log", "start")
+    wait_for_file(log / "s.2.log", "start")
+    wait_until_waiting_for_a_job(proc.pid)
+    assert not (log / "s.3.log").exists(), "job 3 started while jobs 1 and 2 ran"
+    (tmp_path / "go.1").touch()
+    wait_for_file(log / "s.3.log", "start")
+    wait_until_waiting_for_a_job(proc.pid)
+    assert not (log / "s.4.log").exists(), "job 4 started while jobs 2 and 3 ran"
+    for i in (2, 3, 4):
+        (tmp_path / f"go.{i}").touch()
+    assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    assert [read_log(log / f"s.{i}.log")[1] for i in range(1, 5)] == [0, 0, 0, 0]
 
 
 def test_run_pl_failure_reporting(tmp_path):
@@ -291,20 +363,12 @@ def test_run_pl_usage_errors(tmp_path):
 # --------------------------------------------------------------------------- run.pl GPU pool
 
 
-def record_gpus(sleep):
-    """A job that records when it ran and on which GPUs: "start <time> <CUDA_VISIBLE_DEVICES>",
-    then "end <time>" after sleeping ``sleep`` (seconds, or a shell expression of them)."""
-    return f'echo "start $(date +%s.%N) ${{CUDA_VISIBLE_DEVICES-unset}}"; sleep {sleep}; echo "end $(date +%s.%N)"'
-
-
 @pytest.fixture
-def gpu_env(tmp_path):
+def gpu_env(tmp_path, gates):
     env = dict(os.environ, MTBI_GPU_LOCK_DIR=str(tmp_path / "locks"))
     for name in ("MTBI_GPUS", "CUDA_VISIBLE_DEVICES"):
         env.pop(name, None)
-    yield env
-    for name in ["JOB", *range(1, 5)]:  # ends the gated jobs a failed test left waiting
-        (tmp_path / f"go.{name}").touch()
+    return env
 
 
 def gpu_jobs(log_paths):
@@ -326,30 +390,16 @@ def assert_no_gpu_shared(jobs):
                 assert not set(gpus_a.split(",")) & set(gpus_b.split(",")), jobs
 
 
-def gated_job():
-    """Like record_gpus, but the job ends when the test makes the file go.<JOB>."""
-    return ('echo "start $(date +%s.%N) ${CUDA_VISIBLE_DEVICES-unset}"; '
-            'until [ -e go.JOB ]; do sleep 0.02; done; echo "end $(date +%s.%N)"')
-
-
-def wait_for_file(path, text, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{path} did not get {text!r}")
-
-
 def test_run_pl_gpu_jobs_take_the_first_free_gpus(tmp_path, gpu_env):
     # The test ends the jobs in the order 1, 2: job 3 can only take GPU 0, then job 4 GPU 1.
+    # Job slots for all four: job 3 waits for a GPU, not for a slot.
     gpu_env["MTBI_GPUS"] = "0,1"
-    proc = subprocess.Popen([str(RUN_PL), "--gpu", "1", "JOB=1:4", "log/g.JOB.log", "bash", "-c", gated_job()],
-                            cwd=tmp_path, env=gpu_env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(RUN_PL), "--gpu", "1", "--max-jobs-run", "4", "JOB=1:4", "log/g.JOB.log",
+                             "bash", "-c", gated_job()], cwd=tmp_path, env=gpu_env, stderr=subprocess.PIPE, text=True)
     log = tmp_path / "log"
     wait_for_file(log / "g.1.log", "start")
     wait_for_file(log / "g.2.log", "start")
-    time.sleep(0.2)
+    wait_for_gpu_retries(proc.pid)
     assert not (log / "g.3.log").exists(), "job 3 started with no GPU free"
     (tmp_path / "go.1").touch()
     wait_for_file(log / "g.3.log", "start")
@@ -357,7 +407,7 @@ def test_run_pl_gpu_jobs_take_the_first_free_gpus(tmp_path, gpu_env):
     wait_for_file(log / "g.4.log", "start")
     (tmp_path / "go.3").touch()
     (tmp_path / "go.4").touch()
-    assert proc.wait(timeout=10) == 0, proc.stderr.read()
+    assert proc.wait(timeout=30) == 0, proc.stderr.read()
     jobs = gpu_jobs([log / f"g.{i}.log" for i in range(1, 5)])
     assert [gpus for _, _, gpus in jobs] == ["0", "1", "0", "1"]
     assert_no_gpu_shared(jobs)
@@ -365,33 +415,35 @@ def test_run_pl_gpu_jobs_take_the_first_free_gpus(tmp_path, gpu_env):
 
 def test_run_pl_gpu_pairs_are_disjoint(tmp_path, gpu_env):
     gpu_env["MTBI_GPUS"] = "0,1,2,3"
-    proc = subprocess.Popen([str(RUN_PL), "--gpu", "2", "JOB=1:3", "log/p.JOB.log", "bash", "-c", gated_job()],
-                            cwd=tmp_path, env=gpu_env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(RUN_PL), "--gpu", "2", "--max-jobs-run", "3", "JOB=1:3", "log/p.JOB.log",
+                             "bash", "-c", gated_job()], cwd=tmp_path, env=gpu_env, stderr=subprocess.PIPE, text=True)
     log = tmp_path / "log"
     wait_for_file(log / "p.1.log", "start")
     wait_for_file(log / "p.2.log", "start")  # while job 1 runs
-    time.sleep(0.2)
+    wait_for_gpu_retries(proc.pid)
     assert not (log / "p.3.log").exists(), "job 3 started with no pair free"
     (tmp_path / "go.2").touch()
     wait_for_file(log / "p.3.log", "start")
     (tmp_path / "go.1").touch()
     (tmp_path / "go.3").touch()
-    assert proc.wait(timeout=10) == 0, proc.stderr.read()
+    assert proc.wait(timeout=30) == 0, proc.stderr.read()
     jobs = gpu_jobs([log / f"p.{i}.log" for i in range(1, 4)])
     assert [gpus for _, _, gpus in jobs] == ["0,1", "2,3", "2,3"]
     assert_no_gpu_shared(jobs)
 
 
 def test_run_pl_processes_share_the_gpu_pool(tmp_path, gpu_env):
+    # The first two jobs to start, of either process, wait for each other: both GPUs are taken.
     gpu_env["MTBI_GPUS"] = "0,1"
+    rendezvous(tmp_path, 2)
     procs = [
         subprocess.Popen([str(RUN_PL), "--gpu", "1", "JOB=1:3", f"{name}/j.JOB.log", "bash", "-c",
-                          record_gpus(0.3)], cwd=tmp_path, env=gpu_env,
+                          record_gpus(f"./arrived {name}JOB; sleep 0.3")], cwd=tmp_path, env=gpu_env,
                          stderr=subprocess.PIPE, text=True)
         for name in ("a", "b")
     ]
     for proc in procs:
-        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
     jobs = gpu_jobs([tmp_path / f"{name}/j.{i}.log" for name in ("a", "b") for i in (1, 2, 3)])
     assert {gpus for _, _, gpus in jobs} == {"0", "1"}
     assert_no_gpu_shared(jobs)
@@ -418,9 +470,10 @@ def test_run_pl_gpu_pool_default(tmp_path, gpu_env):
     gpu_env["PATH"] = f"{bindir}{os.pathsep}{gpu_env['PATH']}"
     cases = [({}, ["0", "1"]), ({"CUDA_VISIBLE_DEVICES": "4,6"}, ["4", "6"]),
              ({"CUDA_VISIBLE_DEVICES": "4,6", "MTBI_GPUS": "GPU-bb,2"}, ["GPU-bb", "2"])]
-    for extra, expected in cases:
-        proc = run([RUN_PL, "--gpu", "1", "JOB=1:2", "log/d.JOB.log", "bash", "-c", record_gpus(0.3)],
-                   cwd=tmp_path, env=dict(gpu_env, **extra))
+    for n, (extra, expected) in enumerate(cases):  # the two jobs wait for each other: both hold a GPU
+        rendezvous(tmp_path, 2, f"arrived{n}")
+        proc = run([RUN_PL, "--gpu", "1", "--max-jobs-run", "2", "JOB=1:2", "log/d.JOB.log", "bash", "-c",
+                    record_gpus(f"./arrived{n} JOB")], cwd=tmp_path, env=dict(gpu_env, **extra), timeout=60)
         assert proc.returncode == 0, proc.stderr
         jobs = gpu_jobs([tmp_path / f"log/d.{i}.log" for i in (1, 2)])
         assert [gpus for _, _, gpus in jobs] == expected, extra
@@ -461,17 +514,17 @@ def test_run_pl_killed_job_frees_its_gpu(tmp_path, gpu_env):
     second = subprocess.Popen([str(RUN_PL), "--gpu", "1", "log/b.log", "bash", "-c", "echo up; sleep 30"],
                               cwd=tmp_path, env=gpu_env, start_new_session=True)
     try:
-        time.sleep(0.3)
+        wait_for_gpu_retries(second.pid)
         assert not (tmp_path / "log/b.log").exists(), "the GPU was given while its job still ran"
         (tmp_path / "go.JOB").touch()  # ends the first job (a single job has no JOB to replace)
         wait_for_file(tmp_path / "log/b.log", "up")
         assert (tmp_path / "log/b.log").read_text().splitlines()[2] == "# Running on GPUs 0"
         # Killing a run (run.pl and its job, as Ctrl-C or a scheduler does) frees its GPU at once.
         third = subprocess.Popen([str(RUN_PL), "--gpu", "1", "log/c.log", "echo", "done"], cwd=tmp_path, env=gpu_env)
-        time.sleep(0.3)
+        wait_for_gpu_retries(third.pid)
         assert third.poll() is None and not (tmp_path / "log/c.log").exists()
         os.killpg(second.pid, 9)
-        assert third.wait(timeout=3) == 0
+        assert third.wait(timeout=30) == 0
     finally:
         (tmp_path / "go.JOB").touch()
         if second.poll() is None:
@@ -689,12 +742,14 @@ def test_slurm_pl_config_option_and_the_shipped_example(tmp_path, slurm_env):
         ["--export=ALL", "--job-name=b", "--time=2-00:00:00", "--partition=cpu",
          "--array=1-1", "--wait", "--output=q/b.%a.out", "q/b.sh"],
     ]
-    # Both recipes and new ones (setup.sh) link the example.
-    for recipe in ("librispeech_mtbi", "commonvoice_mtbi"):
-        link = UTILS.parents[1] / recipe / "conf" / "slurm.conf"
-        assert os.readlink(link) == "../../TEMPLATE/conf/slurm.conf"
+    # New recipes (setup.sh) get a copy of the example, theirs to edit; the recipes' own copies are valid.
     subprocess.run([UTILS.parent / "setup.sh", tmp_path / "new_mtbi"], check=True, capture_output=True)
-    assert (tmp_path / "new_mtbi/conf/slurm.conf").resolve() == example.resolve()
+    copied = tmp_path / "new_mtbi/conf/slurm.conf"
+    assert not copied.is_symlink() and copied.read_text() == example.read_text()
+    for recipe in ("librispeech_mtbi", "commonvoice_mtbi"):
+        conf = UTILS.parents[1] / recipe / "conf" / "slurm.conf"
+        proc = run([SLURM_PL, f"--config={conf}", "--gpu", "1", "c.log", "true"], cwd=tmp_path, env=slurm_env)
+        assert not conf.is_symlink() and proc.returncode == 0, (recipe, proc.stderr)
 
 
 @pytest.mark.parametrize("conf, args, message", [

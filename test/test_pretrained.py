@@ -140,6 +140,7 @@ def _ask(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mtbi.bin.ask", *args], capture_output=True, text=True, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_ask_answers_one_file_and_a_wav_scp(trained: dict, model: SpeechLLM, tmp_path: Path) -> None:
     wavs, model_dir = trained["wavs"], str(trained["model_dir"])
     one = _ask("--model_dir", model_dir, "--wav", str(wavs[0]), "--question", QUESTION)

@@ -14,8 +14,8 @@ import pytest
 import torch
 import yaml
 from hub_fixtures import add_to_hub_cache, make_standin_llm, make_standin_whisper
+from recipe_fixtures import TINY, make_recipe, run
 from teacher_fixtures import SENTENCES
-from test_recipes import TINY, make_recipe, run
 
 from mtbi.config import load_config
 from mtbi.models.encoders import EncoderConfig

@@ -1,7 +1,8 @@
 """Recipe runs through the real shell (run.sh -> mtbi.sh -> run.pl -> mtbi.bin.*).
 
-Each test makes its recipe in tmp_path with egs/TEMPLATE/setup.sh and copies the recipe's own
-run.sh, db.sh and local/data.sh into it, so the repository's egs/ stays clean.
+The tests marked recipe read the one shared run of stages 1-8 of the tiny LibriSpeech recipe
+(conftest.py's tiny_recipe), or run more stages in a copy of it; the others make their own recipe
+in tmp_path (recipe_fixtures.make_recipe), so the repository's egs/ stays clean.
 """
 
 from __future__ import annotations
@@ -15,36 +16,17 @@ import sys
 from pathlib import Path
 
 import kaldiio
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import yaml
-from conftest import REPO_ROOT
+from recipe_fixtures import BASELINES, TINY, TinyRecipe, make_recipe, recipe_env, run
 
 from mtbi.config import load_config
-from mtbi.data.datadir import read_table, validate_data_dir, write_table
+from mtbi.data.datadir import read_table, validate_data_dir
 from mtbi.data.speech_features import SpeechFeatures
 from mtbi.env import read_blocks
 from mtbi.prepare.encoder import EncoderPrepConfig
 from mtbi.train.config import TrainConfig
-
-TINY = "--mini_train 12 --mini_dev 4 --mini_test 4"
-
-
-def make_recipe(tmp_path: Path, name: str, source: str | None = None) -> Path:
-    recipe = tmp_path / "egs" / name
-    subprocess.run([str(REPO_ROOT / "egs" / "TEMPLATE" / "setup.sh"), str(recipe)], check=True,
-                   capture_output=True)
-    if source:
-        for rel in ("run.sh", "db.sh", "local/data.sh"):
-            shutil.copy(REPO_ROOT / "egs" / source / rel, recipe / rel)
-    return recipe
-
-
-def run(recipe: Path, *args: str, script: str = "./run.sh") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "COMMONVOICE")}
-    return subprocess.run([script, *args], cwd=recipe, env=env, capture_output=True, text=True)
 
 
 def check_stage2(recipe: Path, sets: list[str], sizes: list[int], feats_type: str = "raw") -> None:
@@ -81,7 +63,7 @@ def test_recipe_stages_1_2_on_mini_corpus(tmp_path: Path, source: str, sets: lis
     rerun_script = (recipe / "exp" / "run_stage2.sh").read_text()
     assert rerun_script.count("--stage") == 1 and "--stage 2 --stop_stage 2" in rerun_script
     rerun = subprocess.run(["bash", str(recipe / "exp" / "run_stage2.sh")], capture_output=True, text=True,
-                           env={k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "COMMONVOICE")})
+                           env=recipe_env())
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert (recipe / "exp" / "run_stage2.sh").read_text() == rerun_script
 
@@ -158,72 +140,28 @@ def test_driver_options(tmp_path: Path) -> None:
     assert smol.returncode == 1 and "exp_smol/teacher/.done is missing; it is made by stage 4" in smol.stderr
 
 
-BASELINES = ("asr_sft", "blsp", "mtbi", "mtbi_interleave")
-QUICK_KEYS = {  # a few training steps each: the plumbing, not the quality
-    "teacher_tiny": {"tiny": {"steps": 20, "hidden_size": 64}},
-    "encoder_tiny": {"ctc_train": {"steps": 4, "batch_size": 4}, "conformer": {"num_blocks": 1}},
-    **{f"train_{tag}": {"optim": {"max_steps": 3, "batch_size": 4}, "save_interval": 2} for tag in BASELINES},
-}
+# -- the shared tiny recipe run (conftest.py's tiny_recipe, recipe_fixtures.TinyRecipe) ----------
+SYSTEMS = ["teacher_text"] + [f"sllm_{tag}{seed}" for tag in BASELINES for seed in ("", "_seed1")]
+BENCH_ITEMS = 4 * (10 * 2 + 5)  # 4 utterances: 10 train tasks x (seen, unseen) + 5 held-out
 
 
-def quick_configs(conf_dir: Path, out_dir: Path) -> dict[str, Path]:
-    """Configs ``<name>.yaml`` in ``out_dir`` that inherit ``conf_dir/<name>.yaml`` and change ``QUICK_KEYS[name]``."""
-    out_dir.mkdir(exist_ok=True)
-    paths = {}
-    for name, changed in QUICK_KEYS.items():
-        paths[name] = out_dir / f"{name}.yaml"
-        paths[name].write_text(yaml.safe_dump({"base": str(conf_dir / f"{name}.yaml"), **changed}))
-    return paths
-
-
-def to_recordings_and_segments(data_dir: Path, audio_dir: Path) -> None:
-    """Rewrite a data dir of one file per utterance as one recording per two utterances of a
-    speaker (WAV files; every other one read through a ``cat ... |`` pipe) and ``segments``."""
-    audio_dir.mkdir(parents=True, exist_ok=True)
-    wav_scp = read_table(data_dir / "wav.scp")
-    recordings, segments = {}, {}
-    for speaker, utts in read_table(data_dir / "spk2utt").items():
-        utts = utts.split()
-        for first in range(0, len(utts), 2):
-            name = f"{speaker}-rec{first // 2}"
-            pieces, start = [], 0
-            for utt in utts[first:first + 2]:
-                samples, rate = sf.read(wav_scp[utt], dtype="int16")
-                segments[utt] = f"{name} {start / rate:.6f} {(start + len(samples)) / rate:.6f}"
-                pieces.append(samples)
-                start += len(samples)
-            path = audio_dir / f"{name}.wav"
-            sf.write(path, np.concatenate(pieces), rate, subtype="PCM_16")
-            recordings[name] = f"cat {path} |" if len(recordings) % 2 else str(path)
-    write_table(data_dir / "wav.scp", recordings)
-    write_table(data_dir / "segments", segments)
-
-
-@pytest.mark.slow
-def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
-    recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
-    conf = quick_configs(recipe / "conf", tmp_path / "quick")
-    stages = run(recipe, "--stage", "1", "--stop_stage", "1", "--local_data_opts", TINY)
-    assert stages.returncode == 0, stages.stderr[-3000:]
-    flacs = {utt: recipe / path for utt, path in read_table(recipe / "data" / "test_clean" / "wav.scp").items()}
-    # Stages 2-8 read the data dirs as ESPnet and Kaldi recipes write them: recordings cut by
-    # segments, half of them through pipes.
-    for dset in ("train_clean_100", "dev_clean", "test_clean"):
-        to_recordings_and_segments(recipe / "data" / dset, recipe / "downloads" / "recordings")
+@pytest.mark.recipe
+def test_stages_1_to_3_read_recordings_cut_by_segments_through_pipes_and_align_words(tiny_recipe: TinyRecipe) -> None:
+    recipe = tiny_recipe.recipe
+    for dset in ("train_clean_100", "dev_clean", "test_clean"):  # as to_recordings_and_segments wrote them
         assert validate_data_dir(recipe / "data" / dset) == []
-    stages = run(recipe, "--stage", "2", "--stop_stage", "3", "--nj", "2")
-    assert stages.returncode == 0, stages.stderr[-3000:]
+        assert (recipe / "data" / dset / "segments").is_file()
+        assert any(path.endswith("|") for path in read_table(recipe / "data" / dset / "wav.scp").values())
     assert (recipe / "dump" / "raw" / "train_clean_100" / "segments").is_file()
     for dset, n_utts in (("train_clean_100", 12), ("dev_clean", 4), ("test_clean", 4)):
         lines = (recipe / "data" / dset / "word_align").read_text().splitlines()
         assert len({line.split()[0] for line in lines}) == n_utts
         assert len(lines) == sum(len(t.split()) for t in read_table(recipe / "data" / dset / "text").values())
-    # The four default baselines, made quick through mtbi.sh's --train_opts (dotted overrides).
-    quick_training = "--set optim.max_steps=3 optim.batch_size=4 save_interval=2"
-    options = ["--teacher_conf", str(conf["teacher_tiny"]), "--encoder_conf", str(conf["encoder_tiny"]),
-               "--gen_nj", "2", "--system_nj", "2", "--train_opts", quick_training, "--seeds", "2"]
-    result = run(recipe, "--stage", "4", "--stop_stage", "6", *options)
-    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.recipe
+def test_stages_4_and_5_make_the_teacher_the_encoder_and_the_targets(tiny_recipe: TinyRecipe) -> None:
+    recipe = tiny_recipe.recipe
     teacher = recipe / "exp" / "teacher"
     assert (teacher / "model.safetensors").is_file() and (teacher / "tokenizer.json").is_file()
     assert "| sentiment | held-out |" in (teacher / "teacher_report.md").read_text()
@@ -234,32 +172,45 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
         assert len(records) == n_utts * 10  # every train task, one seen prompt each
         assert {r["teacher"] for r in records} == {"tiny-rule-teacher"}
         assert not {r["task"] for r in records} & {"qa_place", "sentiment", "keywords", "reverse_words", "first_letters"}
-    assert "sample [transcription]" in result.stderr
-    for run_dir in [f"sllm_{tag}{seed}" for tag in BASELINES for seed in ("", "_seed1")]:  # --seeds 2
+    assert "sample [transcription]" in tiny_recipe.runs[5].stderr
+
+
+@pytest.mark.recipe
+def test_stage_6_trains_each_baseline_with_each_seed(tiny_recipe: TinyRecipe) -> None:
+    """The four default baselines, made quick through mtbi.sh's --train_opts, with --seeds 2."""
+    recipe = tiny_recipe.recipe
+    for run_dir in SYSTEMS[1:]:
         exp = recipe / "exp" / run_dir
         assert (exp / "model.safetensors").is_file() and (exp / "loss_curve.png").is_file(), run_dir
         assert yaml.safe_load((exp / "config.yaml").read_text())["train"]["seed"] == (1 if "seed1" in run_dir else 0)
         steps = [json.loads(line)["step"] for line in (exp / "losses.jsonl").read_text().splitlines()]
         assert max(steps) == 3 and "training done" in (exp / "train.log").read_text()
         assert [b["stage"] for b in read_blocks((exp / "env.txt").read_text())] == ["6"]  # the model's environment
-    assert "step 3:" in result.stderr  # the training log is shown on the terminal
+    assert "step 3:" in tiny_recipe.runs[6].stderr  # the training log is shown on the terminal
     for dset, n_utts in (("train_clean_100", 12), ("dev_clean", 4)):  # the frozen encoder's outputs, cached
         assert len(read_table(recipe / "exp" / "encoder_cache" / dset / "feats.scp")) == n_utts
-    again = run(recipe, "--stage", "4", "--stop_stage", "6", *options)
+
+
+@pytest.mark.recipe
+def test_a_rerun_of_stages_4_to_6_skips_the_done_work(tiny_recipe: TinyRecipe) -> None:
+    """The shared run's re-run of stages 4-6 after stage 6 (in the recipe dir, set back after it)."""
+    again, recipe = tiny_recipe.rerun, tiny_recipe.rerun_dir
     assert again.returncode == 0, again.stderr[-3000:]
     assert "teacher already prepared" in again.stderr, again.stderr
     assert "already trained with this config" in again.stderr
     run_dir = recipe / "exp" / "sllm_mtbi"  # the re-run's log beside the training's, which is kept
     assert "already trained" in (run_dir / "train.log").read_text() and "training done" in (run_dir / "train.log.1").read_text()
     assert "already done" in (recipe / "exp" / "targets" / "dev_clean" / "log" / "make_targets.1.log").read_text()
+    env_blocks = read_blocks((recipe / "exp" / "log" / "env.txt").read_text())
+    assert [b["stage"] for b in env_blocks] == list("123456456")
 
-    bench = run(recipe, "--stage", "7", "--stop_stage", "8", *options,
-                "--compare_opts", "--readme README.md")
-    assert bench.returncode == 0, bench.stderr[-3000:]
+
+@pytest.mark.recipe
+def test_stages_7_and_8_benchmark_every_system_and_compare_them(tiny_recipe: TinyRecipe) -> None:
+    recipe = tiny_recipe.recipe
     items = (recipe / "exp" / "bench" / "test_clean" / "bench.jsonl").read_text().splitlines()
-    assert len(items) == 4 * (10 * 2 + 5)  # 4 utterances: 10 train tasks x (seen, unseen) + 5 held-out
-    systems = ["teacher_text"] + [f"sllm_{tag}{seed}" for tag in BASELINES for seed in ("", "_seed1")]
-    for system in systems:
+    assert len(items) == BENCH_ITEMS
+    for system in SYSTEMS:
         out = recipe / "exp" / system / "bench_test_clean"
         hyps = [json.loads(line) for line in (out / "hyp.jsonl").read_text().splitlines()]
         assert len(hyps) == len(items) and {h["input"] for h in hyps} == {"text" if system == "teacher_text" else "speech"}
@@ -267,21 +218,26 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
         assert set(scores["prompt_generalization"]) == {"seen", "unseen"} and "heldout" in scores["task_generalization"]
         assert (out / "RESULTS.md").is_file() and (out / "scores.png").is_file()
     table = (recipe / "exp" / "results_test_clean.md").read_text()
-    assert table in bench.stdout and table in (recipe / "README.md").read_text()  # printed, and put in the README
-    assert [line.split("|")[1].strip() for line in table.split("\n\n")[1].splitlines()[2:]] == \
+    # Printed, and put in RESULTS.md (--compare_opts "--markdown RESULTS.md").
+    assert table in tiny_recipe.runs[8].stdout and table in (recipe / "RESULTS.md").read_text()
+    main = next(paragraph for paragraph in table.split("\n\n") if paragraph.startswith("| system | input |"))
+    assert [line.split("|")[1].strip() for line in main.splitlines()[2:]] == \
         ["teacher_text", "asr_sft", "blsp", "mtbi", "mtbi_interleave"]
     assert "Sample answers" in table and "(exact match, %)" in table and "(ROUGE-L F1, 0-1)" in table and "(chrF, 0-1)" in table
     assert table.count("| mtbi_interleave |") == 10  # the row, one in each of 3 interval tables, 6 samples
     assert "| teacher_text | text | 1 | 100.0 | 100.0 | 100.0 |" in table
     assert "| mtbi | speech | 2 |" in table and "| 3 |" in table  # two seeds, trained 3 steps
-    rerun = (recipe / "exp" / "run_stage8.sh").read_text()
-    assert "--stage 8 --stop_stage 8" in rerun
+    assert "--stage 8 --stop_stage 8" in (recipe / "exp" / "run_stage8.sh").read_text()
     env_blocks = read_blocks((recipe / "exp" / "log" / "env.txt").read_text())
-    assert [b["stage"] for b in env_blocks] == list("123456456") + ["7", "8"]
+    assert [b["stage"] for b in env_blocks] == list("12345678")  # one run a stage
 
-    # The trained model in users' hands: asked about a test utterance's FLAC file with the
-    # benchmark's question (mtbi.bin.ask), from its dir and from its export moved elsewhere, it
-    # gives the benchmark's answer.
+
+@pytest.mark.recipe
+def test_the_trained_model_asked_and_exported_gives_the_benchmark_answers(tiny_recipe: TinyRecipe, tmp_path: Path) -> None:
+    """The trained model in users' hands: asked about a test utterance's FLAC file with the
+    benchmark's question (mtbi.bin.ask), from its dir and from its export moved elsewhere, it
+    gives the benchmark's answer."""
+    recipe = tiny_recipe.recipe
     hyps = [json.loads(line) for line in (recipe / "exp" / "sllm_mtbi" / "bench_test_clean" / "hyp.jsonl").open()]
     exported = subprocess.run([sys.executable, "-m", "mtbi.bin.export", "--model_dir", "exp/sllm_mtbi", "--out_dir",
                                str(tmp_path / "share" / "my_sllm")], cwd=recipe, capture_output=True, text=True)
@@ -292,23 +248,25 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     for item in (next(h for h in hyps if h["split"] == "seen"), next(h for h in hyps if h["split"] == "heldout")):
         for model_dir in ("exp/sllm_mtbi", str(tmp_path / "moved" / "my_sllm")):
             asked = subprocess.run([sys.executable, "-m", "mtbi.bin.ask", "--model_dir", model_dir, "--wav",
-                                    str(flacs[item["utt"]]), "--question", item["prompt"]],
+                                    str(tiny_recipe.flacs[item["utt"]]), "--question", item["prompt"]],
                                    cwd=recipe, capture_output=True, text=True)
             assert asked.returncode == 0, asked.stderr
             assert asked.stdout == item["hyp"] + "\n", (model_dir, item)
 
-    # The study on top (local/run_study.sh): the checkpoints' answers (its stage 1 after run.sh),
-    # a training share (stage 2), the interleaving ablations (stage 3) and the report (stage 4).
+
+@pytest.mark.recipe
+def test_the_study_on_top_of_the_baselines(tiny_recipe: TinyRecipe, tmp_path: Path) -> None:
+    """local/run_study.sh: the checkpoints' answers (its stage 1 after run.sh), a training share
+    (stage 2), the interleaving ablations (stage 3) and the report (stage 4)."""
+    recipe = tiny_recipe.copy(8, tmp_path / "egs" / "librispeech_mtbi")
     curve_confs = "conf/train_mtbi.yaml conf/train_mtbi_interleave.yaml"
-    curves = run(recipe, "--stage", "7", "--stop_stage", "7", *options, "--train_confs", curve_confs,
-                 "--bench_checkpoints", "true")
+    curves = run(recipe, *tiny_recipe.args(7), "--train_confs", curve_confs, "--bench_checkpoints", "true")
     assert curves.returncode == 0, curves.stderr[-3000:]
     for run_dir in ("sllm_mtbi", "sllm_mtbi_interleave_seed1"):  # checkpoints at steps 2 and 3 (the final weights)
         answered = recipe / "exp" / run_dir / "bench_test_clean" / "checkpoints"
         assert [p.name for p in answered.iterdir()] == ["step_0000002"]
-        assert len((answered / "step_0000002" / "hyp.jsonl").read_text().splitlines()) == len(items)
-    study_options = options[:options.index("--seeds")]  # the study's own --seeds
-    study = run(recipe, "--seeds", "1", "--fractions", "0.5", "--study_stage", "2", *study_options,
+        assert len((answered / "step_0000002" / "hyp.jsonl").read_text().splitlines()) == BENCH_ITEMS
+    study = run(recipe, "--seeds", "1", "--fractions", "0.5", "--study_stage", "2", *tiny_recipe.options,
                 script="local/run_study.sh")
     assert study.returncode == 0, study.stderr[-3000:]
     conf_dir = recipe / "exp" / "study" / "conf"
@@ -320,11 +278,11 @@ def test_stages_1_to_8_on_a_tiny_mini_corpus(tmp_path: Path) -> None:
     assert "outside utt_fraction" in (recipe / "exp" / "sllm_blsp_frac50" / "train.log").read_text()
     for run_dir in ("sllm_asr_sft_frac50", "sllm_blsp_frac50", "sllm_mtbi_frac50", "sllm_mtbi_il_prob1",
                     "sllm_mtbi_il_ratio70to90", "sllm_mtbi_il_span4to8", "sllm_mtbi_il_curriculum"):
-        assert len((recipe / "exp" / run_dir / "bench_test_clean" / "hyp.jsonl").read_text().splitlines()) == len(items)
+        assert len((recipe / "exp" / run_dir / "bench_test_clean" / "hyp.jsonl").read_text().splitlines()) == BENCH_ITEMS
     assert (recipe / "exp" / "sllm_mtbi_il_prob1" / "bench_test_clean" / "checkpoints" / "step_0000002").is_dir()
     assert not (recipe / "exp" / "sllm_mtbi_frac50" / "bench_test_clean" / "checkpoints").exists()
     report = (recipe / "exp" / "study" / "study_test_clean.md").read_text()
-    assert report in (recipe / "README.md").read_text()
+    assert report in (recipe / "RESULTS.md").read_text()
     assert "### a." in report and "| 50% |" in report and "| mtbi_il_curriculum | 2 |" in report
     assert (recipe / "exp" / "study" / "study_test_clean_curves.png").is_file()
 
@@ -337,18 +295,17 @@ def _has_smol_weights() -> bool:
         return False
 
 
-@pytest.mark.slow
+@pytest.mark.recipe
 @pytest.mark.skipif(not _has_smol_weights(), reason="needs tools/install.sh --smol")
-def test_smol_config_set_stages_4_to_8(tmp_path: Path) -> None:
+def test_smol_config_set_stages_4_to_8(tiny_recipe: TinyRecipe, tmp_path: Path) -> None:
     """--config_set smol: the packaged whisper-base and SmolLM2 are converted in stage 4 and go
-    through the same stages as the tiny models (a few steps, one benchmark utterance)."""
-    recipe = make_recipe(tmp_path, "librispeech_mtbi", "librispeech_mtbi")
-    stages = run(recipe, "--stage", "1", "--stop_stage", "3", "--nj", "2", "--local_data_opts", TINY)
-    assert stages.returncode == 0, stages.stderr[-3000:]
+    through the same stages as the tiny models (a few steps, one benchmark utterance), on the
+    data of the tiny run's stages 1-3."""
+    recipe = tiny_recipe.copy(3, tmp_path / "egs" / "librispeech_mtbi")
     result = run(recipe, "--config_set", "smol", "--stage", "4", "--stop_stage", "8",
                  "--train_opts", "--set optim.max_steps=2 optim.batch_size=2 save_interval=2 valid_examples=2",
                  "--gen_opts", "--max_utts 6", "--bench_opts", "--max_utts 1",
-                 "--compare_opts", "--readme README.md")
+                 "--compare_opts", "--markdown RESULTS.md")
     assert result.returncode == 0, result.stderr[-3000:]
     exp = recipe / "exp_smol"
     assert not (recipe / "exp" / "teacher").exists()  # the tiny experiments are left alone
@@ -364,4 +321,4 @@ def test_smol_config_set_stages_4_to_8(tmp_path: Path) -> None:
     assert cached.shape[1] == 512  # whisper-base's hidden size
     table = (exp / "results_test_clean.md").read_text()
     assert "| mtbi | speech |" in table and "| 2 |" in table
-    assert "<!-- results:smol:test_clean:begin -->" in (recipe / "README.md").read_text()
+    assert "<!-- results:smol:test_clean:begin -->" in (recipe / "RESULTS.md").read_text()

@@ -102,13 +102,16 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
 
     out = tmp_path / "killed"
     shard = out / "shards" / "targets.1.jsonl"
-    for attempt in range(3):
+    for attempt in range(3):  # killed at 2, 4 and 6 kB of the shard's 56 kB
         proc = _run_targets(tmp_path, out, teacher, "--chunk_size", "8")
-        while proc.poll() is None and (not shard.exists() or shard.stat().st_size < 2000 * (attempt + 1)):
+        size, deadline = 2000 * (attempt + 1), time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and \
+                (not shard.exists() or shard.stat().st_size < size):
             time.sleep(0.05)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        assert proc.poll() is None and shard.exists() and shard.stat().st_size >= size, \
+            f"kill {attempt + 1}: make_targets ended, or did not write {size} bytes in 300 s"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
         with open(shard, "a") as f:
             f.write('{"utt": "spk0-000", "task": "half-writ')  # what a kill mid-write leaves
     resumed = _run_targets(tmp_path, out, teacher, "--chunk_size", "8")
@@ -116,6 +119,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     assert _merge(out) == expected
 
 
+@pytest.mark.slow
 def test_shards_merge_to_the_single_job_output(tmp_path: Path) -> None:
     texts = _texts(6)
     write_data_dir(tmp_path / "data", [Utterance(u, u.split("-")[0], f"/a/{u}.flac", t) for u, t in texts.items()])

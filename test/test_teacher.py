@@ -63,6 +63,7 @@ def test_tiny_teacher_refuses_non_mini_text(tmp_path: Path) -> None:
         train_tiny_teacher(["HELLO WORLD THIS IS REAL SPEECH"] * 10, [], load_task_bank(), QUICK, tmp_path)
 
 
+@pytest.mark.slow
 def test_prepare_teacher_command_skips_when_done(tmp_path: Path) -> None:
     for name, seed in (("train", 0), ("dev", 1)):
         write_data_dir(tmp_path / name, [Utterance(f"s-{i}", "s", "/a.flac", t)

@@ -1,4 +1,5 @@
-"""Speech synthesis with espeak-ng: real synthesis, word timings, determinism, errors."""
+"""Speech synthesis with espeak-ng: real synthesis, word timings, determinism, errors (its speed:
+tools/bench/tts_speed.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import ctypes
 import hashlib
 import multiprocessing as mp
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -176,12 +176,3 @@ def test_event_struct_matches_speak_lib_h() -> None:
     assert _Event.user_data.offset == 24 and _Event.sample.offset == 20
     assert _Event.id.offset == 24 + ptr and ctypes.sizeof(_Event) == 24 + ptr + 8
 
-
-def test_speed(synth: Synthesizer) -> None:
-    text = "the quick brown fox jumps over the lazy dog again today"
-    synth.synthesize(text, Voice("en-us"))
-    n = 20
-    t0 = time.perf_counter()
-    for _ in range(n):
-        synth.synthesize(text, Voice("en-us"))
-    assert (time.perf_counter() - t0) / n < 0.05  # ~4 ms on a desktop core

@@ -23,8 +23,8 @@ import pytest
 import soundfile as sf
 import yaml
 from conftest import CV_HEADER, tone, write_cv_tsv
+from recipe_fixtures import to_recordings_and_segments
 from sllm_fixtures import make_imitation_data, make_model_dirs
-from test_recipes import to_recordings_and_segments
 
 from mtbi.cli import run_main
 from mtbi.data.datadir import read_table, write_table
