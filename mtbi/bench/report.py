@@ -245,18 +245,18 @@ def read_scores(path: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def replace_marked_section(readme: str | Path, marker: str, text: str) -> None:
+def replace_marked_section(markdown: str | Path, marker: str, text: str) -> None:
     """Put ``text`` between ``<!-- <marker>:begin -->`` and ``<!-- <marker>:end -->`` of
-    ``readme`` (the pair is appended when absent)."""
-    readme = Path(readme)
+    the file ``markdown`` (the pair is appended when absent)."""
+    markdown = Path(markdown)
     begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
-    old = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    old = markdown.read_text(encoding="utf-8") if markdown.is_file() else ""
     block = f"{begin}\n{text}{end}"
     if begin in old and end in old:
         new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
     elif begin in old or end in old:
-        raise MtbiError(f"{readme} has only one of the markers {begin} / {end}; fix it by hand")
+        raise MtbiError(f"{markdown} has only one of the markers {begin} / {end}; fix it by hand")
     else:
         new = old.rstrip("\n") + ("\n\n" if old else "") + block + "\n"
-    with atomic_write(readme) as f:
+    with atomic_write(markdown) as f:
         f.write(new)
